@@ -1,0 +1,66 @@
+"""Reading omniformer checkpoints safely and rebuilding the trained task from them.
+
+Every load for eval / generate / predict uses ``torch.load(weights_only=True)``: tensors and plain
+containers only, so a checkpoint crafted to run code when unpickled is refused, never executed.
+A checkpoint carries, beside Lightning's state, an ``omniformer`` section with the resolved config
+and the data artifacts (e.g. the vocabulary) needed to use the model.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+FORMAT_VERSION = 1
+SECTION = "omniformer"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; one clear error if it is missing, unsafe or foreign."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"refusing to load {path}: it holds objects that need arbitrary code to unpickle, which a "
+            f"weights-only load does not run ({reason})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path} is not a readable checkpoint: {err}") from None
+    if not isinstance(checkpoint, dict) or SECTION not in checkpoint or "state_dict" not in checkpoint:
+        raise ValueError(
+            f"{path} is not an omniformer checkpoint (it has no '{SECTION}' section); "
+            "use a checkpoint written by omniformer-train"
+        )
+    return checkpoint
+
+
+def checkpoint_config(checkpoint: dict[str, Any]) -> DictConfig:
+    """The resolved run config stored in a checkpoint."""
+    return OmegaConf.create(checkpoint[SECTION]["config"])
+
+
+def checkpoint_artifacts(checkpoint: dict[str, Any]) -> dict[str, str]:
+    """Data artifacts (file name → text) stored in a checkpoint, e.g. ``vocab.json``."""
+    return dict(checkpoint[SECTION].get("artifacts", {}))
+
+
+def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop ``torch.compile``'s ``_orig_mod.`` infixes so compiled and eager models share one format."""
+    return {key.replace("_orig_mod.", ""): value for key, value in state.items()}
+
+
+def task_from_checkpoint(checkpoint: dict[str, Any]):
+    """Rebuild the LightningModule a checkpoint was trained as and load its weights (eval mode)."""
+    config = checkpoint_config(checkpoint)
+    task = instantiate(config.task)
+    task.load_state_dict(clean_state_dict(checkpoint["state_dict"]))
+    return task.eval()

@@ -1,0 +1,1 @@
+"""Hydra configs shipped with the package (the `conf` folder at the repo root links here)."""

@@ -1,0 +1,221 @@
+"""Text corpora for language modelling: read, split, tokenise once, cache, sample windows.
+
+The corpus is one UTF-8 file or a folder of ``.txt`` files. The first ``1 - val_fraction`` of the
+characters is the training split, the rest validation (deterministic, like nanoGPT). The vocabulary
+is trained on the training split; ids of both splits are cached as ``.npy`` files keyed by the text's
+hash and the tokenizer settings, and memory-mapped on later runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from omniformer.tokenizers.vocab import VocabKind, Vocabulary, train_vocab, vocab_from_json
+
+BUNDLED_SHAKESPEARE = Path(__file__).parent / "assets" / "tinyshakespeare.txt"
+
+
+def default_cache_dir() -> Path:
+    """Where tokenised corpora are cached: ``$OMNIFORMER_CACHE`` or ``~/.cache/omniformer``."""
+    return Path(os.environ.get("OMNIFORMER_CACHE", Path.home() / ".cache" / "omniformer"))
+
+
+def read_text(path: str | Path) -> str:
+    """Read a UTF-8 file, or every ``.txt`` file of a folder (sorted, joined by newlines).
+
+    Raises one error naming the file (and byte offset) at fault: missing, empty or not UTF-8.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise FileNotFoundError(f"text folder {path} contains no .txt files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"text file or folder {path} does not exist")
+    parts = []
+    for file in files:
+        raw = file.read_bytes()
+        try:
+            parts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"{file} is not valid UTF-8: byte offset {err.start} ({raw[err.start : err.start + 1]!r})"
+            ) from None
+    text = "\n".join(parts)
+    if not text.strip():
+        raise ValueError(f"text source {path} is empty")
+    return text
+
+
+class RandomWindows(IterableDataset):
+    """Endless batches of random ``(x, y)`` windows from a 1-D id array, ``block_size`` long.
+
+    Batch ``i`` depends only on ``(seed, i)``, so a run resumed at step ``i`` sees exactly the
+    batches the uninterrupted run would have; with several workers, worker ``w`` makes the
+    batches ``i ≡ w (mod workers)`` and the loader interleaves them back in order.
+    """
+
+    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int, start: int = 0):
+        if len(ids) < block_size + 2:
+            raise ValueError(
+                f"the training split has {len(ids)} tokens, too few for data.block_size={block_size}"
+            )
+        self.ids, self.block_size, self.batch_size = ids, block_size, batch_size
+        self.seed, self.start = seed, start
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``index``-th batch: inputs and next-token targets, each ``batch_size×block_size``."""
+        ids = torch.from_numpy(self.ids)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        starts = torch.randint(len(ids) - self.block_size - 1, (self.batch_size,), generator=generator)
+        windows = ids[starts[:, None] + torch.arange(self.block_size + 1)].long()
+        return windows[:, :-1], windows[:, 1:]
+
+    def __iter__(self):
+        info = get_worker_info()
+        step, stride = (self.start, 1) if info is None else (self.start + info.id, info.num_workers)
+        while True:
+            yield self.batch(step)
+            step += stride
+
+
+class ContiguousWindows(Dataset):
+    """Every position of a split exactly once: non-overlapping windows of ``block_size`` targets."""
+
+    def __init__(self, ids: np.ndarray, block_size: int):
+        if len(ids) < 2:
+            raise ValueError(
+                "the validation split has fewer than 2 tokens; lower data.val_fraction's denominator"
+            )
+        self.ids, self.block_size = ids, block_size
+
+    def __len__(self) -> int:
+        return -(-(len(self.ids) - 1) // self.block_size)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # The last window is shifted back to full length (it overlaps its neighbour) so batches
+        # stay rectangular; its extra targets are counted twice, a negligible bias.
+        start = min(index * self.block_size, max(len(self.ids) - self.block_size - 1, 0))
+        window = torch.from_numpy(np.asarray(self.ids[start : start + self.block_size + 1])).long()
+        return window[:-1], window[1:]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Language-modelling data from a UTF-8 file or folder (default: the bundled Tiny Shakespeare).
+
+    Args:
+        path: a text file or a folder of ``.txt`` files; ``None`` uses the bundled Tiny Shakespeare.
+        tokenizer: ``"bpe"`` (byte-level BPE) or ``"char"``.
+        vocab_size: BPE vocabulary size (ignored for ``char``).
+        block_size: tokens of context per training window.
+        batch_size: windows per batch.
+        val_fraction: share of the text, taken from its end, used for validation.
+        seed: seed of the training-window sampler.
+        num_workers: loader worker processes (0 = sample in the main process; sampling is cheap).
+        cache_dir: where tokenised ids are cached (default: :func:`default_cache_dir`).
+        vocab_json: a saved vocabulary to reuse instead of training one (for fine-tuning).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        tokenizer: VocabKind = "bpe",
+        vocab_size: int = 512,
+        block_size: int = 128,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        seed: int = 1337,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        vocab_json: str | None = None,
+    ) -> None:
+        super().__init__()
+        if tokenizer not in ("bpe", "char"):
+            raise ValueError(f"data.tokenizer={tokenizer!r} is not a text tokenizer; choose 'bpe' or 'char'")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"data.val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+        if block_size < 1 or batch_size < 1:
+            raise ValueError(
+                f"data.block_size and data.batch_size must be >= 1, got {block_size}, {batch_size}"
+            )
+        self.path = Path(path).expanduser() if path else BUNDLED_SHAKESPEARE
+        self.tokenizer, self.vocab_size = tokenizer, vocab_size
+        self.block_size, self.batch_size = block_size, batch_size
+        self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.vocab_json = vocab_json
+        self.vocab: Vocabulary | None = None
+        self.train_ids: np.ndarray | None = None
+        self.val_ids: np.ndarray | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.vocab is not None:
+            return
+        text = read_text(self.path)
+        split = int(len(text) * (1 - self.val_fraction))
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        settings = (
+            f"{self.tokenizer}{self.vocab_size if self.tokenizer == 'bpe' else ''}-val{self.val_fraction}"
+        )
+        if self.vocab_json is not None:
+            settings += "-given" + hashlib.sha256(self.vocab_json.encode()).hexdigest()[:12]
+        folder = self.cache_dir / "text" / f"{digest}-{settings}"
+        if (folder / "val.npy").is_file():
+            self.vocab = vocab_from_json((folder / "vocab.json").read_text(encoding="utf-8"))
+            rank_zero_info(f"Reusing tokenised corpus cached in {folder}")
+        else:
+            train_text, val_text = text[:split], text[split:]
+            if self.vocab_json is not None:
+                self.vocab = vocab_from_json(self.vocab_json)
+            else:
+                self.vocab = train_vocab(self.tokenizer, train_text, self.vocab_size)
+            self._write_cache(folder, self.vocab.encode(train_text), self.vocab.encode(val_text))
+        # Copy-on-write maps: torch can wrap them without a copy, and nothing is ever written back.
+        self.train_ids = np.load(folder / "train.npy", mmap_mode="c")
+        self.val_ids = np.load(folder / "val.npy", mmap_mode="c")
+
+    def _write_cache(self, folder: Path, train_ids: np.ndarray, val_ids: np.ndarray) -> None:
+        """Write ids and vocabulary to a temporary folder, then rename it into place (atomic)."""
+        dtype = np.int16 if self.vocab.size < 2**15 else np.int32
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+        tmp.mkdir(exist_ok=True)
+        np.save(tmp / "train.npy", train_ids.astype(dtype))
+        np.save(tmp / "val.npy", val_ids.astype(dtype))
+        (tmp / "vocab.json").write_text(self.vocab.to_json(), encoding="utf-8")
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process cached the same corpus first
+            for file in tmp.iterdir():
+                file.unlink()
+            tmp.rmdir()
+
+    def spec(self) -> dict:
+        """Sizes the model is built from (``data_spec`` in the config): the vocabulary size."""
+        return {"vocab_size": self.vocab.size}
+
+    def artifacts(self) -> dict[str, str]:
+        """Files a checkpoint must carry to reuse this data's encoding: the vocabulary JSON."""
+        return {"vocab.json": self.vocab.to_json()}
+
+    def train_dataloader(self) -> DataLoader:
+        start = self.trainer.global_step if self.trainer is not None else 0
+        windows = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed, start)
+        return DataLoader(windows, batch_size=None, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            ContiguousWindows(self.val_ids, self.block_size),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+        )

@@ -1,0 +1,59 @@
+"""Autoregressive sampling from an :class:`OmniModel` with a KV cache."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from omniformer.model import OmniModel
+
+
+def sample_next(logits: Tensor, temperature: float, top_k: int | None, generator=None) -> Tensor:
+    """Draw one id per row from ``logits`` (``B×V``); ``temperature=0`` picks the arg-max."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+@torch.no_grad()
+def generate(
+    net: OmniModel,
+    ids: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    modality: str = "text",
+    head: str = "lm",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Continue ``ids`` (``B×N``) by ``max_new_tokens`` sampled ids; returns ``B×(N+max_new_tokens)``.
+
+    Keys and values are cached, so each new token costs one position of compute. When the sequence
+    outgrows the model's ``max_seq_len``, the cache is rebuilt from the most recent half window.
+    """
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"generate needs a non-empty B×N prompt, got shape {tuple(ids.shape)}")
+    was_training = net.training
+    net.eval()
+    backbone = net.backbone
+    window = backbone.max_seq_len
+    out = ids
+    context = ids[:, -window:]
+    cache = backbone.new_cache(ids.shape[0], window)
+    logits = net(modality, head, context, causal=True, cache=cache)[:, -1]
+    for _ in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_k, generator)
+        out = torch.cat((out, nxt), dim=1)
+        if cache.length >= window:  # full: restart from the recent half window
+            cache = backbone.new_cache(ids.shape[0], window)
+            context = out[:, -(window // 2) :]
+            logits = net(modality, head, context, causal=True, cache=cache)[:, -1]
+        else:
+            logits = net(modality, head, nxt, causal=True, cache=cache, start_pos=cache.length)[:, -1]
+    net.train(was_training)
+    return out

@@ -1,0 +1,88 @@
+"""AdamW with decoupled weight decay on matrices only, and a warmup + cosine schedule.
+
+Shared by every task (one implementation). The split follows GPT-2 / nanoGPT: weight matrices and
+embeddings decay, biases and norm gains don't.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class OptimSettings:
+    """Optimizer and learning-rate schedule settings (the ``optim`` config group)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    min_lr: float = 1e-4
+    schedule: str = "cosine"
+    fused: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be positive, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"optim.min_lr={self.min_lr} must lie between 0 and optim.lr={self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"optim.schedule={self.schedule!r}; choose 'cosine' or 'constant'")
+        if len(self.betas) != 2:
+            raise ValueError(f"optim.betas needs two values, got {list(self.betas)}")
+
+
+class WarmupCosine:
+    """Multiplier of the peak lr at a step: linear warmup, then cosine decay to ``min_lr / lr``.
+
+    A callable object rather than a lambda so the scheduler's state stays plain data in
+    checkpoints (loadable with ``weights_only=True``).
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float, cosine: bool = True) -> None:
+        self.warmup_steps, self.total_steps = warmup_steps, max(total_steps, 1)
+        self.min_ratio, self.cosine = min_ratio, cosine
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if not self.cosine:
+            return 1.0
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        return self.min_ratio + 0.5 * (1.0 - self.min_ratio) * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Split trainable parameters into a decayed group (ndim >= 2) and an undecayed one."""
+    params = [p for p in module.parameters() if p.requires_grad]  # tied weights appear once
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(module: nn.Module, settings: OptimSettings, total_steps: int) -> dict:
+    """AdamW and a per-step warmup/cosine scheduler, as ``configure_optimizers`` returns them."""
+    fused = settings.fused
+    if fused is None:
+        fused = all(p.device.type in ("cuda", "cpu") for p in module.parameters())
+    optimizer = torch.optim.AdamW(
+        parameter_groups(module, settings.weight_decay),
+        lr=settings.lr,
+        betas=tuple(settings.betas),
+        eps=settings.eps,
+        fused=fused,
+    )
+    schedule = WarmupCosine(
+        settings.warmup_steps, total_steps, settings.min_lr / settings.lr, settings.schedule == "cosine"
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

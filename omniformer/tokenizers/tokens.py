@@ -1,0 +1,37 @@
+"""The one type every modality tokenizer produces and the backbone consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class Tokens:
+    """A batch of token vectors with per-token mask and positions.
+
+    Attributes:
+        x: ``B×N×D`` float tensor of token vectors.
+        mask: optional ``B×N`` bool tensor, True where a token is real (False = padding, never
+            attended to).
+        positions: optional ``B×N`` integer tensor of 1-D positions, used by the backbone's rotary
+            embedding. ``None`` when the tokenizer already encoded positions into ``x`` (e.g. 2-D
+            sin-cos positions of image patches).
+
+    Masks and positions are per token, not per batch, so tokens of several modalities can later be
+    concatenated into one sequence.
+    """
+
+    x: Tensor
+    mask: Tensor | None = None
+    positions: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        batch, length = self.x.shape[:2]
+        for name in ("mask", "positions"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (batch, length):
+                raise ValueError(
+                    f"Tokens.{name} must have shape {(batch, length)} to match x, got {tuple(value.shape)}"
+                )
