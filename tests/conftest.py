@@ -40,9 +40,9 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 600
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
+        command = f"{module} {' '.join(args)}"
+        output = f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        raise AssertionError(f"{command} failed ({proc.returncode}):\n{output}")
     return proc
 
 
