@@ -35,7 +35,7 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) benchmarks/text_lm_throughput.py $(ARGS)
+	$(VENV)/bin/omniformer-bench $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache build *.egg-info
