@@ -1,0 +1,198 @@
+"""Image tokenizer: non-overlapping patches → linear embedding + 2-D positions (ViT).
+
+Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words": an image is cut into ``p×p`` patches, each
+flattened and projected to the backbone's width, so a 28×28 digit with 7×7 patches becomes 16 tokens.
+Positions are encoded into the token vectors here (the backbone's 1-D rotary embedding is not used):
+
+* ``sincos``: fixed 2-D sine-cosine positions (MAE, He et al. 2022): half the channels encode the
+  patch row, half the column. Any grid works, so a larger image simply gets more positions.
+* ``learned``: one learned vector per patch position. When the grid changes (fine-tuning or
+  evaluating at another resolution), the table is resampled bicubically — in ``forward`` for a
+  different input size, and in ``load_state_dict`` for a checkpoint trained on another grid (as in
+  timm's ``resample_abs_pos_embed``).
+
+An optional CLS token is prepended for heads that pool by ``cls``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from omniformer.tokenizers.tokens import Tokens
+
+PositionKind = Literal["sincos", "learned"]
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """``7`` → ``(7, 7)``; ``[32, 48]`` → ``(32, 48)``; anything else is an error naming ``name``."""
+    if isinstance(value, int):
+        pair = (value, value)
+    else:
+        try:
+            pair = tuple(int(v) for v in value)
+        except TypeError:
+            raise ValueError(f"{name} must be an int or a pair [height, width], got {value!r}") from None
+    if len(pair) != 2 or min(pair) <= 0:
+        raise ValueError(f"{name} must be a positive int or a pair [height, width], got {value!r}")
+    return pair
+
+
+def sincos_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> Tensor:
+    """Fixed 2-D sine-cosine position vectors, ``(grid_h·grid_w)×dim``, row-major like the patches.
+
+    The first half of the channels encodes the row, the second half the column; each half holds
+    ``sin`` and ``cos`` of ``dim/4`` geometrically spaced frequencies (Vaswani et al. 2017, in 2-D as
+    in MAE).
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos positions need a width divisible by 4, got model.dim={dim}")
+    omega = temperature ** (-torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij"
+    )
+    parts = []
+    for coord in (rows.flatten(), cols.flatten()):
+        angles = coord[:, None] * omega[None, :]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
+def resample_grid(table: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Bicubically resample a ``h×w×dim`` position table to ``grid`` (antialiased when shrinking)."""
+    if tuple(table.shape[:2]) == tuple(grid):
+        return table
+    shrink = grid[0] < table.shape[0] or grid[1] < table.shape[1]
+    image = rearrange(table, "h w d -> 1 d h w").float()
+    resized = F.interpolate(image, size=grid, mode="bicubic", align_corners=False, antialias=shrink)
+    return rearrange(resized, "1 d h w -> h w d").to(table.dtype)
+
+
+class ImagePatchTokenizer(nn.Module):
+    """Cuts ``B×C×H×W`` images into patches and embeds them as ``B×N×dim`` tokens with 2-D positions.
+
+    Args:
+        in_channels: channels of the images (1 grayscale, 3 RGB); comes from the data module.
+        image_size: training resolution, ``int`` or ``[height, width]``; sets the learned position
+            grid. Inputs of other sizes work as long as both sides are divisible by the patch size.
+        patch_size: patch side, ``int`` or ``[height, width]``.
+        dim: width of the backbone's residual stream.
+        positions: ``"sincos"`` (fixed) or ``"learned"`` (resampled when the grid changes).
+        cls_token: prepend a learned CLS token (for ``pool: cls`` heads). It carries no position.
+        dropout: dropout on the embedded tokens.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int | Sequence[int],
+        patch_size: int | Sequence[int],
+        dim: int,
+        positions: PositionKind = "sincos",
+        cls_token: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if in_channels <= 0:
+            raise ValueError(f"in_channels must be positive, got {in_channels}")
+        if positions not in ("sincos", "learned"):
+            raise ValueError(f"positions={positions!r} is not a position kind; choose 'sincos' or 'learned'")
+        self.in_channels, self.dim, self.positions = in_channels, dim, positions
+        self.patch_size = _pair(patch_size, "patch_size")
+        self.image_size = _pair(image_size, "image_size")
+        self.grid = self.grid_for(*self.image_size)
+        ph, pw = self.patch_size
+        self.proj = nn.Linear(ph * pw * in_channels, dim)
+        # A patch embedding is a linear layer like any other: Xavier, as in MAE's patch_embed.
+        nn.init.xavier_uniform_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        if positions == "learned":
+            self.pos_embed = nn.Parameter(torch.empty(*self.grid, dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            self.pos_embed = None
+            if dim % 4:
+                raise ValueError(f"positions='sincos' needs model.dim divisible by 4, got {dim}")
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
+        if self.cls is not None:
+            nn.init.normal_(self.cls, std=0.02)
+        self.drop = nn.Dropout(dropout)
+        self._sincos_cache: dict[tuple, Tensor] = {}
+
+    @property
+    def has_cls(self) -> bool:
+        """Whether the first token is a CLS token."""
+        return self.cls is not None
+
+    def grid_for(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid (rows, columns) of an image; an error if a side is not divisible by the patch."""
+        ph, pw = self.patch_size
+        if height % ph or width % pw:
+            raise ValueError(
+                f"image size {height}×{width} is not divisible by the patch size {ph}×{pw}; "
+                "choose data.image_size (or data.patch_size) so that the patch divides both sides"
+            )
+        return height // ph, width // pw
+
+    def position_table(self, grid: tuple[int, int], device, dtype) -> Tensor:
+        """Position vectors for a patch grid, ``(rows·cols)×dim``."""
+        if self.pos_embed is not None:
+            return rearrange(resample_grid(self.pos_embed, grid), "h w d -> (h w) d").to(dtype)
+        key = (grid, device, dtype)
+        table = self._sincos_cache.get(key)
+        if table is None:  # computed once per grid, device and dtype, then reused every step
+            table = self._sincos_cache[key] = sincos_2d(*grid, self.dim).to(device=device, dtype=dtype)
+        return table
+
+    def forward(self, images: Tensor) -> Tokens:
+        """Embed ``images`` (``B×C×H×W`` float) as ``B×N×dim`` tokens; ``N = H·W/patch² (+1 CLS)``."""
+        if images.ndim != 4:
+            raise ValueError(f"image tokenizer expects a B×C×H×W batch, got shape {tuple(images.shape)}")
+        if images.shape[1] != self.in_channels:
+            raise ValueError(
+                f"image tokenizer expects {self.in_channels}-channel images (in_channels={self.in_channels}) "
+                f"but the batch has {images.shape[1]} channels: grayscale vs RGB mismatch between the data "
+                "and the model"
+            )
+        grid = self.grid_for(*images.shape[-2:])
+        ph, pw = self.patch_size
+        patches = rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw)
+        x = self.proj(patches)
+        x = x + self.position_table(grid, x.device, x.dtype)
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        return Tokens(self.drop(x), mask=None, positions=None)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        """Resample a learned position table of another grid; name a channel-count mismatch clearly."""
+        weight = state_dict.get(prefix + "proj.weight")
+        expected = self.proj.weight.shape
+        if weight is not None and weight.shape != expected and weight.shape[0] == expected[0]:
+            ph, pw = self.patch_size
+            channels = weight.shape[1] / (ph * pw)
+            channels_text = f"{channels:g}-channel" if channels.is_integer() else "differently sized"
+            raise ValueError(
+                f"{prefix}proj.weight: the checkpoint's image tokenizer reads {channels_text} {ph}×{pw} "
+                f"patches but this model reads {self.in_channels}-channel ones (in_channels="
+                f"{self.in_channels}): grayscale vs RGB or patch-size mismatch between checkpoint and data"
+            )
+        key = prefix + "pos_embed"
+        table = state_dict.get(key)
+        if self.pos_embed is not None and table is not None and table.shape != self.pos_embed.shape:
+            if table.ndim != 3 or table.shape[-1] != self.dim:
+                raise ValueError(
+                    f"{key}: expected a rows×cols×{self.dim} position table, got {tuple(table.shape)}"
+                )
+            state_dict[key] = resample_grid(table, self.grid)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, image_size={self.image_size}, patch_size={self.patch_size}, "
+            f"grid={self.grid}, positions={self.positions!r}, cls_token={self.has_cls}"
+        )
