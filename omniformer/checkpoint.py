@@ -64,3 +64,15 @@ def task_from_checkpoint(checkpoint: dict[str, Any]):
     task = instantiate(config.task)
     task.load_state_dict(clean_state_dict(checkpoint["state_dict"]))
     return task.eval()
+
+
+def datamodule_from_checkpoint(checkpoint: dict[str, Any], overrides: dict[str, Any] | None = None):
+    """Rebuild the data module a checkpoint was trained on, with ``overrides`` (e.g. a new ``root``)
+    merged into its config and the checkpoint's artifacts (vocabulary, class names) handed back."""
+    config = checkpoint_config(checkpoint).data
+    if overrides:
+        config = OmegaConf.merge(config, OmegaConf.create(dict(overrides)))
+    datamodule = instantiate(config)
+    if hasattr(datamodule, "use_artifacts"):
+        datamodule.use_artifacts(checkpoint_artifacts(checkpoint))
+    return datamodule

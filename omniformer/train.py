@@ -25,9 +25,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from omniformer.callbacks import RunInfo, Throughput
+from omniformer.config import check_train_config, register_schemas
 from omniformer.files import atomic_write_text, write_json
 
 log = logging.getLogger("omniformer")
+register_schemas()
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -55,6 +57,7 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit the configured task; return the metrics written to ``results.json``."""
+    check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")

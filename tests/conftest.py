@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
+from omniformer.config import register_schemas
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(os.environ.get("OMNIFORMER_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -24,6 +26,7 @@ def needs_shared_data(*parts: str):
 
 def compose_train(overrides: list[str] | None = None):
     """The composed ``train`` config with ``overrides``, as omniformer-train would see it."""
+    register_schemas()
     with initialize_config_module("omniformer.conf", version_base="1.3"):
         return compose("train", overrides=overrides or [])
 

@@ -1,0 +1,90 @@
+"""omniformer-eval: metrics of a trained checkpoint on its data's test (or validation) split.
+
+    omniformer-eval ckpt=outputs/.../checkpoints/best.ckpt
+    omniformer-eval ckpt=... split=val +data.root=/elsewhere     # override keys of the stored data config
+
+Writes ``eval.json`` (metrics) and, for classifiers, ``confusion_matrix.png`` and a few example
+figures into ``out_dir`` (default: ``eval/`` beside the checkpoint's ``checkpoints/`` folder).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from omniformer.checkpoint import datamodule_from_checkpoint, load_checkpoint, task_from_checkpoint
+from omniformer.files import write_json
+from omniformer.tasks.classification import ClassificationTask
+from omniformer.viz import EXAMPLE_FIGURES
+from omniformer.viz.confusion import save_confusion_matrix
+
+
+def evaluate(
+    ckpt: str,
+    split: str = "test",
+    data_overrides: dict[str, Any] | None = None,
+    out_dir: str | None = None,
+    figures: bool = True,
+    accelerator: str = "auto",
+) -> dict[str, float]:
+    """Evaluate ``ckpt`` on ``split`` ("test" or "val"); return the metrics and write them to ``out_dir``."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split={split!r}; choose 'test' or 'val'")
+    checkpoint = load_checkpoint(ckpt)
+    task = task_from_checkpoint(checkpoint)
+    datamodule = datamodule_from_checkpoint(checkpoint, data_overrides)
+    out = Path(out_dir) if out_dir else Path(ckpt).resolve().parent.parent / "eval"
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False)
+    has_test = type(datamodule).test_dataloader is not L.LightningDataModule.test_dataloader
+    if split == "test" and not has_test:
+        raise ValueError(f"{type(datamodule).__name__} has no test split; use split=val")
+    run = trainer.test if split == "test" else trainer.validate
+    metrics = {k: round(float(v), 6) for k, v in run(task, datamodule=datamodule, verbose=True)[0].items()}
+    if isinstance(task, ClassificationTask) and figures:
+        loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+        _classifier_figures(task, loader, out, trainer.strategy.root_device)
+    write_json(out / "eval.json", {"checkpoint": str(ckpt), "split": split, **metrics})
+    return metrics
+
+
+@torch.no_grad()
+def _classifier_figures(task: ClassificationTask, loader, out: Path, device: torch.device) -> None:
+    """Confusion matrix over the whole split, and the modality's example figures for its first batch."""
+    task = task.to(device).eval()
+    confusion = MulticlassConfusionMatrix(task.num_classes).to(device)
+    first = None
+    for batch in loader:
+        batch = [t.to(device) for t in batch]
+        first = first or batch
+        inputs, *lengths, labels = batch
+        confusion.update(task(inputs, lengths[0] if lengths else None), labels)
+    names = task.class_names or [str(i) for i in range(task.num_classes)]
+    save_confusion_matrix(confusion.compute(), names, out / "confusion_matrix.png")
+    target = EXAMPLE_FIGURES.get(task.modality)
+    if target and first is not None:
+        module, function = target.split(":")
+        try:
+            draw = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError):
+            return  # no figure function for this modality installed
+        draw(task, first, names, out)
+
+
+@hydra.main(config_path="conf", config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Evaluate a checkpoint and print where the report went."""
+    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
+    metrics = evaluate(cfg.ckpt, cfg.split, data, cfg.out_dir, cfg.figures, cfg.accelerator)
+    for key, value in metrics.items():
+        print(f"{key}: {value:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""omniformer-generate: continue a prompt with a trained language model.
+
+    omniformer-generate ckpt=outputs/.../checkpoints/last.ckpt prompt="ROMEO:" max_new_tokens=300 \
+        temperature=0.8 top_k=200
+"""
+
+from __future__ import annotations
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from omniformer.checkpoint import checkpoint_artifacts, load_checkpoint, task_from_checkpoint
+from omniformer.tokenizers.vocab import vocab_from_json
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; any other value is used as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def generate_text(
+    ckpt: str,
+    prompt: str,
+    max_new_tokens: int = 300,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    num_samples: int = 1,
+    seed: int = 1337,
+    device: str = "auto",
+) -> list[str]:
+    """Sample ``num_samples`` continuations of ``prompt`` from the language model in ``ckpt``."""
+    checkpoint = load_checkpoint(ckpt)
+    artifacts = checkpoint_artifacts(checkpoint)
+    if "vocab.json" not in artifacts:
+        raise ValueError(f"{ckpt} holds no text vocabulary: it is not a language-model checkpoint")
+    vocab = vocab_from_json(artifacts["vocab.json"])
+    task = task_from_checkpoint(checkpoint).to(pick_device(device))
+    if not hasattr(task, "sample"):
+        raise ValueError(f"{ckpt} was trained as {type(task).__name__}, which cannot generate text")
+    task.temperature, task.top_k = temperature, top_k
+    return [task.sample(vocab, prompt, max_new_tokens, seed=seed + i) for i in range(num_samples)]
+
+
+@hydra.main(config_path="conf", config_name="generate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Print generated samples."""
+    samples = generate_text(
+        cfg.ckpt,
+        cfg.prompt,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.top_k,
+        cfg.num_samples,
+        cfg.seed,
+        cfg.device,
+    )
+    for i, text in enumerate(samples):
+        if len(samples) > 1:
+            print(f"--- sample {i + 1} ---")
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

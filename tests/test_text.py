@@ -1,0 +1,159 @@
+"""Text vocabularies and the text data module: round trips, caching, windows, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omniformer.data.text import ContiguousWindows, RandomWindows, TextDataModule, read_text
+from omniformer.tokenizers.vocab import BPEVocab, CharVocab, load_vocab, vocab_from_json
+
+SHAKESPEARE_HEAD = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n"
+)
+
+
+@pytest.fixture(scope="module")
+def bpe() -> BPEVocab:
+    return BPEVocab.train(SHAKESPEARE_HEAD * 20, vocab_size=300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=0, max_size=200))
+def test_bpe_round_trips_arbitrary_unicode(bpe, text):
+    assert bpe.decode(bpe.encode(text)) == text
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=1, max_size=200))
+def test_char_vocab_round_trips_the_text_it_was_built_on(text):
+    vocab = CharVocab.train(text)
+    ids = vocab.encode(text)
+    assert ids.max() < vocab.size
+    assert vocab.decode(ids) == text
+
+
+def test_vocabularies_survive_json(bpe, tmp_path):
+    for vocab in (bpe, CharVocab.train(SHAKESPEARE_HEAD)):
+        path = tmp_path / f"{vocab.kind}.json"
+        path.write_text(vocab.to_json(), encoding="utf-8")
+        again = load_vocab(path)
+        assert again.kind == vocab.kind and again.size == vocab.size
+        np.testing.assert_array_equal(again.encode(SHAKESPEARE_HEAD), vocab.encode(SHAKESPEARE_HEAD))
+
+
+def test_char_vocab_names_an_unknown_character():
+    with pytest.raises(ValueError, match="'Z' is not in the char vocabulary"):
+        CharVocab.train("abc").encode("abZ")
+
+
+def test_a_foreign_json_is_not_a_vocabulary():
+    with pytest.raises(ValueError, match="not an omniformer vocabulary"):
+        vocab_from_json('{"hello": 1}')
+
+
+def test_read_text_errors_name_the_culprit(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.txt does not exist"):
+        read_text(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(ValueError, match=r"empty\.txt is empty"):
+        read_text(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 ok".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not valid UTF-8: byte offset 3"):
+        read_text(tmp_path / "latin1.txt")
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    (folder / "notes.md").write_text("not a txt")
+    with pytest.raises(FileNotFoundError, match=r"contains no \.txt files"):
+        read_text(folder)
+
+
+def test_read_text_joins_a_folder_in_sorted_order(tmp_path):
+    (tmp_path / "b.txt").write_text("second")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("first")
+    (tmp_path / "sub" / "c.txt").write_text("third")
+    assert read_text(tmp_path) == "first\nsecond\nthird"
+
+
+def test_random_windows_are_shifted_targets_and_a_function_of_seed_and_index():
+    ids = np.arange(1000, dtype=np.int16)
+    windows = RandomWindows(ids, block_size=16, batch_size=4, seed=7)
+    x, y = windows.batch(3)
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.long
+    torch.testing.assert_close(y[:, :-1], x[:, 1:])
+    torch.testing.assert_close(windows.batch(3)[0], x)
+    assert not torch.equal(windows.batch(4)[0], x)
+    resumed = RandomWindows(ids, block_size=16, batch_size=4, seed=7, start=3)
+    torch.testing.assert_close(next(iter(resumed))[0], x)
+
+
+def test_contiguous_windows_cover_every_target_once():
+    ids = np.arange(101, dtype=np.int16)
+    windows = ContiguousWindows(ids, block_size=10)
+    targets = torch.cat([windows[i][1] for i in range(len(windows))])
+    assert set(targets.tolist()) == set(range(1, 101))
+    assert len(windows) == 10
+
+
+def test_datamodule_splits_caches_and_reuses(tmp_path, caplog):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(SHAKESPEARE_HEAD * 30)
+    dm = TextDataModule(
+        path=str(corpus), tokenizer="char", block_size=8, batch_size=4, cache_dir=str(tmp_path / "c")
+    )
+    dm.setup()
+    total = len(SHAKESPEARE_HEAD * 30)
+    assert len(dm.train_ids) == int(total * 0.9) and len(dm.val_ids) == total - int(total * 0.9)
+    assert dm.spec() == {"vocab_size": dm.vocab.size}
+    cached = list((tmp_path / "c" / "text").iterdir())
+    assert len(cached) == 1 and {p.name for p in cached[0].iterdir()} == {
+        "train.npy",
+        "val.npy",
+        "vocab.json",
+    }
+    again = TextDataModule(
+        path=str(corpus), tokenizer="char", block_size=8, batch_size=4, cache_dir=str(tmp_path / "c")
+    )
+    again.setup()
+    assert isinstance(again.train_ids, np.memmap)
+    np.testing.assert_array_equal(again.val_ids, dm.val_ids)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == y.shape == (4, 8)
+
+
+def test_datamodule_with_a_given_vocabulary_uses_it(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abcabc" * 50)
+    given = CharVocab("abcxyz")
+    dm = TextDataModule(
+        path=str(corpus), tokenizer="char", vocab_json=given.to_json(), cache_dir=str(tmp_path)
+    )
+    dm.setup()
+    assert dm.vocab.size == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tokenizer": "wordpiece"}, "data.tokenizer='wordpiece'"),
+        ({"val_fraction": 1.5}, "data.val_fraction"),
+        ({"block_size": 0}, "data.block_size"),
+    ],
+)
+def test_bad_datamodule_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TextDataModule(**kwargs)
+
+
+def test_block_size_larger_than_the_training_split_is_refused(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("hello world, " * 3)
+    dm = TextDataModule(path=str(corpus), tokenizer="char", block_size=64, cache_dir=str(tmp_path))
+    dm.setup()
+    with pytest.raises(ValueError, match=r"too few for data\.block_size=64"):
+        dm.train_dataloader()
