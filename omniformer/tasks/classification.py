@@ -6,6 +6,8 @@ item, for padded audio or text) is passed to the tokenizer, which turns it into 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -15,6 +17,26 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from omniformer.model import OmniModel
 from omniformer.tasks.base import OmniTask
 from omniformer.tasks.optim import OptimSettings
+
+# The label check below lives in `on_before_batch_transfer` on purpose (labels are still on the host,
+# so it costs no device sync); Lightning warns about any such hook when a data module is used.
+warnings.filterwarnings(
+    "ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but have passed"
+)
+
+
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """Raise one clear error if any label lies outside ``0 .. num_classes-1`` (the head's range)."""
+    if labels.numel() == 0 or labels.is_floating_point():
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"label {bad} is out of range for the classifier head (num_classes={num_classes}, valid "
+            f"labels 0..{num_classes - 1}): the data has more classes than the model was built for; "
+            "check data.* overrides, or that the checkpoint was trained on this dataset"
+        )
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -65,6 +87,23 @@ class ClassificationTask(OmniTask):
         """Class logits (``B×num_classes``) for a batch of inputs."""
         extra = {} if lengths is None else {"lengths": lengths}
         return self.net(self.modality, self.head, inputs, **extra)
+
+    def setup(self, stage: str) -> None:
+        """Refuse data whose class count differs from the head's before any step runs."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        spec = datamodule.spec() if datamodule is not None and hasattr(datamodule, "spec") else {}
+        classes = spec.get("num_classes")
+        if classes is not None and classes != self.num_classes:
+            raise ValueError(
+                f"the data has {classes} classes but the classifier head was built for num_classes="
+                f"{self.num_classes}; labels would be out of range or meaningless"
+            )
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Check labels while they are still on the host (no device sync per step)."""
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[-1], Tensor):
+            check_labels(batch[-1], self.num_classes)
+        return batch
 
     def _step(self, batch) -> tuple[Tensor, Tensor, Tensor]:
         inputs, *lengths, labels = batch
