@@ -1,0 +1,66 @@
+"""Every config in conf/ composes, and the documented names exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_train
+
+CONF = Path(__file__).resolve().parents[1] / "omniformer" / "conf"
+# Groups chosen in train.yaml's defaults list; other folders (hydra/, suite/) belong to other entry points.
+TRAIN_GROUPS = ["task", "data", "model", "optim", "trainer", "logger", "callbacks", "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"{group}={name}" for group in TRAIN_GROUPS if (CONF / group).is_dir() for name in options(group)],
+)
+def test_every_group_option_composes(override):
+    cfg = compose_train([override])
+    # Everything but run-time values (data_spec, Hydra's run dir) must resolve.
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert container["task"] and container["data"] and container["model"]
+
+
+def test_default_is_bpe_language_modelling_on_shakespeare():
+    cfg = compose_train()
+    assert cfg.task._target_.endswith("LanguageModelingTask")
+    assert cfg.data._target_.endswith("TextDataModule") and cfg.data.path is None
+    assert cfg.data.tokenizer == "bpe"
+    assert (cfg.model.dim, cfg.model.depth, cfg.model.heads) == (128, 4, 4)
+
+
+@pytest.mark.parametrize(("size", "dim", "depth"), [("tiny", 128, 4), ("small", 384, 6), ("base", 768, 12)])
+def test_model_sizes(size, dim, depth):
+    cfg = compose_train([f"model={size}"])
+    assert (cfg.model.dim, cfg.model.depth) == (dim, depth)
+    assert cfg.model.backbone.dim == dim  # the Backbone is built from the size's keys
+
+
+def test_documented_override_keys_exist():
+    cfg = compose_train(
+        [
+            "trainer.max_steps=5",
+            "data.block_size=32",
+            "data.batch_size=3",
+            "data.tokenizer=char",
+            "optim.lr=3e-4",
+        ]
+    )
+    assert cfg.trainer.max_steps == 5 and cfg.optim.lr == 3e-4 and "ckpt_path" in cfg and "seed" in cfg
+
+
+def test_nanogpt_preset_matches_the_reference_configuration():
+    cfg = compose_train(["experiment=shakespeare_char"])
+    assert cfg.data.tokenizer == "char" and cfg.data.block_size == 64 and cfg.data.batch_size == 12
+    assert (cfg.model.dim, cfg.model.depth, cfg.model.heads, cfg.model.dropout) == (128, 4, 4, 0.0)
+    assert cfg.trainer.max_steps == 2000 and cfg.trainer.gradient_clip_val == 1.0
+    assert (cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps) == (1e-3, 1e-4, 100)
+    assert list(cfg.optim.betas) == [0.9, 0.99] and cfg.optim.weight_decay == 0.1
