@@ -1,0 +1,141 @@
+"""Audio end to end: real FSDD clips through omniformer-train, -predict and -eval; config composition."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+from hydra.utils import instantiate
+
+from omniformer.evaluate import evaluate
+from omniformer.predict import predict
+from omniformer.viz.spectrogram import save_spectrograms
+from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data, read_results, run_cli
+
+FSDD_FIXTURE = FIXTURES / "fsdd"
+TINY = [
+    "task=audio_classification",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "trainer.accelerator=cpu",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress=null",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_fsdd(tmp_path_factory) -> Path:
+    """A tiny audio classifier trained through the CLI on the six bundled FSDD recordings."""
+    run_dir = tmp_path_factory.mktemp("fsdd_run")
+    run_cli(
+        "omniformer.train",
+        *TINY,
+        "data=spoken_digits",
+        f"data.root={FSDD_FIXTURE}",
+        "data.val_takes=1",
+        "data.batch_size=2",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+    )
+    return run_dir
+
+
+def test_training_on_real_clips_writes_results_classes_and_sample_rate(trained_fsdd):
+    results = read_results(trained_fsdd)
+    for key in ("val_acc", "val_f1", "test_acc", "test_loss", "samples_per_sec"):
+        assert key in results, key
+    assert 0.0 <= results["test_acc"] <= 1.0 and results["steps"] == 2
+    assert json.loads((trained_fsdd / "classes.json").read_text()) == ["0", "1"]
+    assert json.loads((trained_fsdd / "audio.json").read_text()) == {"sample_rate": 8000}
+    checkpoint = torch.load(trained_fsdd / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["omniformer"]["config"]["data_spec"]["sample_rate"] == 8000
+    assert "classes.json" in checkpoint["omniformer"]["artifacts"]
+
+
+def test_predict_cli_reads_wav_at_another_rate(trained_fsdd, tmp_path):
+    """A 44.1 kHz stereo file is mixed and resampled to the checkpoint's 8 kHz before the model sees it."""
+    wave, rate = sf.read(FSDD_FIXTURE / "recordings" / "1_theo_0.wav")
+    resampled = torchaudio.functional.resample(torch.as_tensor(wave, dtype=torch.float32), rate, 44100)
+    sf.write(tmp_path / "one.wav", torch.stack([resampled, resampled], dim=1).numpy(), 44100)
+    ckpt = trained_fsdd / "checkpoints" / "best.ckpt"
+    clip = FSDD_FIXTURE / "recordings" / "0_theo_0.wav"
+    proc = run_cli("omniformer.predict", f"ckpt={ckpt}", f"inputs=[{clip},{tmp_path / 'one.wav'}]", "top_k=2")
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(clip))
+    for line in lines:
+        labels = {part.split()[0] for part in line.split(": ", 1)[1].split(", ")}
+        assert labels == {"0", "1"}
+    with pytest.raises(ValueError, match=r"clip\.mp3: unsupported audio format '\.mp3'"):
+        predict(str(ckpt), [str(tmp_path / "clip.mp3")])
+    with pytest.raises(ValueError, match=r"empty\.wav is empty \(0 bytes\)"):
+        (tmp_path / "empty.wav").write_bytes(b"")
+        predict(str(ckpt), [str(tmp_path / "empty.wav")])
+
+
+def test_eval_writes_metrics_and_a_spectrogram_figure(trained_fsdd, tmp_path):
+    metrics = evaluate(
+        str(trained_fsdd / "checkpoints" / "best.ckpt"), out_dir=str(tmp_path), accelerator="cpu"
+    )
+    assert "test_acc" in metrics
+    png = tmp_path / "spectrograms.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_save_spectrograms_draws_fixed_batches_too(trained_fsdd, tmp_path):
+    from omniformer.checkpoint import load_checkpoint, task_from_checkpoint
+
+    task = task_from_checkpoint(load_checkpoint(trained_fsdd / "checkpoints" / "best.ckpt"))
+    waves = torch.randn(3, 4000) * 0.1
+    paths = save_spectrograms(
+        task, (waves, torch.tensor([0, 1, 0])), ["0", "1"], tmp_path / "figs", max_clips=2
+    )
+    assert paths == [tmp_path / "figs" / "spectrograms.png"] and paths[0].is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data=spoken_digits", "data.root=/somewhere/fsdd"],
+        ["data=speech_commands", "data.download=true"],
+        ["data=audio_folder", "data.root=/my/sounds", "task.net.tokenizers.audio.tokens=patches"],
+        ["experiment=spoken_digits", "data.root=/somewhere/fsdd"],
+    ],
+)
+def test_audio_configs_compose_and_build_the_model(overrides):
+    cfg = compose_train(["task=audio_classification", *overrides])
+    assert cfg.task.modality == "audio"
+    assert cfg.callbacks.checkpoint.monitor == "val_acc" and cfg.callbacks.checkpoint.mode == "max"
+    assert cfg.trainer.max_steps == -1 and cfg.trainer.max_epochs > 0
+    data = instantiate(cfg.data)  # no disk access before setup()
+    cfg.data_spec = {
+        "num_classes": 12,
+        "class_names": [str(i) for i in range(12)],
+        "sample_rate": data.sample_rate,
+    }
+    task = instantiate(cfg.task)
+    out = task(torch.zeros(2, data.sample_rate // 2), torch.tensor([data.sample_rate // 2, 800]))
+    assert out.shape == (2, 12)
+
+
+@pytest.mark.slow
+@needs_shared_data("fsdd", "recordings")
+def test_one_short_epoch_on_the_full_shared_fsdd(tmp_path):
+    run_cli(
+        "omniformer.train",
+        *TINY,
+        "data=spoken_digits",
+        f"data.root={SHARED_DATA / 'fsdd'}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        f"hydra.run.dir={tmp_path}",
+    )
+    results = read_results(tmp_path)
+    assert results["steps"] == 4 and "test_acc" in results
