@@ -496,7 +496,7 @@ class _FixedClassFolder(datasets.ImageFolder):
 
     def __init__(self, root: Path, classes: list[str], loader: Callable, extensions: tuple[str, ...]):
         self._given = classes
-        super().__init__(str(root), loader=loader, extensions=extensions)
+        super().__init__(str(root), loader=loader, is_valid_file=lambda p: p.lower().endswith(extensions))
 
     def find_classes(self, directory):
         present = class_folders(Path(directory))
