@@ -1,0 +1,293 @@
+"""Audio throughput: clips/s for training and inference, with log-mel inside the model or in the loader.
+
+    .venv/bin/python benchmarks/audio_throughput.py                       # FSDD from ../shared/data/fsdd
+    .venv/bin/python benchmarks/audio_throughput.py --batches 30 --workers 0 2
+    .venv/bin/python benchmarks/audio_throughput.py --accuracy-run outputs/audio_fsdd  # + the accuracy row
+
+The model is the one ``omniformer-train experiment=spoken_digits`` builds (composed from the same
+configs). Two places for the log-mel front end, with the *same* batches (seeded length buckets):
+
+* ``in-model``: loaders yield padded waveforms; the tokenizer computes log-mel on the model's device
+  (what omniformer does);
+* ``in-loader``: loader workers compute each clip's log-mel on the CPU with the tokenizer's own
+  front end, batches carry padded spectrograms, and the model starts at
+  :meth:`AudioFrameTokenizer.tokens_from_log_mel`.
+
+Each case runs ``--batches`` timed batches after ``--warmup`` untimed ones, including the loader's
+time (that is where in-loader features cost). Results: ``benchmarks/results/audio_throughput.json``
+and ``benchmarks/results/audio_throughput.md``. With ``--accuracy-run`` the Markdown also records
+an ``omniformer-train`` run's test accuracy, wall time and command (from its ``results.json`` and
+``.hydra/overrides.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from omniformer.bench.workloads import compose_train  # noqa: E402
+from omniformer.data.audio import AudioClips, LengthBucketSampler, PadCollate  # noqa: E402
+from omniformer.files import atomic_write_text, write_json  # noqa: E402
+from omniformer.tokenizers.audio import AudioFrameTokenizer  # noqa: E402
+
+
+class LogMelClips(Dataset):
+    """Clips as ``(log-mel n_mels×T, real frames, label)``, computed on the CPU (in loader workers)."""
+
+    def __init__(self, clips: AudioClips, frontend: AudioFrameTokenizer) -> None:
+        self.clips, self.frontend = clips, frontend
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        wave, label = self.clips[index]
+        with torch.no_grad():
+            mel, frames = self.frontend.log_mel(wave[None])
+        return mel[0], int(frames[0]), label
+
+
+def collate_log_mel(batch):
+    """Zero-pad spectrograms along time: ``(B×n_mels×T, frames, labels)``."""
+    mels, frames, labels = zip(*batch)
+    out = torch.zeros(len(mels), mels[0].shape[0], max(m.shape[1] for m in mels))
+    for row, mel in enumerate(mels):
+        out[row, :, : mel.shape[1]] = mel
+    return out, torch.tensor(frames), torch.tensor(labels)
+
+
+def build(root: str, batch_size: int):
+    """The datamodule and task ``omniformer-train experiment=spoken_digits`` builds."""
+    cfg = compose_train(["experiment=spoken_digits", f"data.root={root}", f"data.batch_size={batch_size}"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.data_spec = datamodule.spec()
+    torch.manual_seed(0)
+    return cfg, datamodule, instantiate(cfg.task)
+
+
+def logits_from(net, batch, where: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output and labels for one batch of either kind, moved to ``device``."""
+    batch = [t.to(device, non_blocking=True) for t in batch]
+    if where == "in-model":
+        waves, lengths, labels = batch
+        return net("audio", "classifier", waves, lengths=lengths), labels
+    mel, frames, labels = batch
+    tokens = net.tokenizers["audio"].tokens_from_log_mel(mel, frames)
+    return net.heads["classifier"](net.backbone(tokens), tokens), labels
+
+
+def measure(net, loader, where: str, train: bool, device, warmup: int, batches: int) -> dict:
+    """Clips/s over ``batches`` batches (after ``warmup``), loader time included."""
+    net.train(train)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4) if train else None
+    clips, seen, start = 0, 0, None
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    while seen < warmup + batches:
+        for batch in loader:
+            if seen == warmup:
+                sync()
+                start = time.perf_counter()
+            if train:
+                logits, labels = logits_from(net, batch, where, device)
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            else:
+                with torch.no_grad():
+                    logits_from(net, batch, where, device)
+            if seen >= warmup:
+                clips += batch[-1].shape[0]
+            seen += 1
+            if seen == warmup + batches:
+                break
+    sync()
+    seconds = time.perf_counter() - start
+    return {"clips_per_s": round(clips / seconds, 1), "ms_per_batch": round(1000 * seconds / batches, 1)}
+
+
+def front_end_cost(tokenizer: AudioFrameTokenizer, loader, device, batches: int) -> dict:
+    """Milliseconds per batch for log-mel alone: batched on ``device`` vs clip by clip on the CPU."""
+    cpu_frontend = AudioFrameTokenizer(**_frontend_args(tokenizer))
+    waves = [b for _, b in zip(range(batches), loader)]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.no_grad():
+        tokenizer.log_mel(waves[0][0].to(device), waves[0][1].to(device))
+        sync()
+        start = time.perf_counter()
+        for w, n, _ in waves:
+            tokenizer.log_mel(w.to(device), n.to(device))
+        sync()
+        batched = (time.perf_counter() - start) / len(waves)
+        start = time.perf_counter()
+        for w, n, _ in waves:
+            for row in range(w.shape[0]):
+                cpu_frontend.log_mel(w[row : row + 1, : int(n[row])])
+        per_clip = (time.perf_counter() - start) / len(waves)
+    return {"device_batched_ms": round(1000 * batched, 2), "cpu_per_clip_ms": round(1000 * per_clip, 2)}
+
+
+def _frontend_args(tok: AudioFrameTokenizer) -> dict:
+    return {
+        "dim": tok.dim,
+        "sample_rate": tok.sample_rate,
+        "n_mels": tok.n_mels,
+        "win_ms": 1000 * tok.win_length / tok.sample_rate,
+        "hop_ms": 1000 * tok.hop_length / tok.sample_rate,
+        "n_fft": tok.n_fft,
+    }
+
+
+def accuracy_row(run_dir: Path) -> dict:
+    """Test accuracy, times and the command of an ``omniformer-train`` run folder."""
+    results = json.loads((run_dir / "results.json").read_text())
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    shown = [o for o in overrides if not o.startswith("hydra.")]
+    return {
+        "run_dir": str(run_dir),
+        "command": "omniformer-train " + " ".join(shown),
+        "test_acc": results.get("test_acc"),
+        "val_acc": results.get("val_acc"),
+        "fit_minutes": round(results["wall_seconds"] / 60, 2),
+        "epochs_steps": results.get("steps"),
+        "parameters": results.get("parameters"),
+        "samples_per_sec": results.get("samples_per_sec"),
+    }
+
+
+def markdown(result: dict) -> str:
+    """The Markdown table of a result."""
+    m = result["machine"]
+    lines = [
+        "# Audio throughput (FSDD, `experiment=spoken_digits` model)",
+        "",
+        f"{m['device']}, {m['cpu_count']} CPU cores visible, torch {m['torch']}, "
+        f"{m['threads']} intra-op threads; "
+        f"batch {result['batch_size']} clips (length-bucketed), {result['batches']} timed batches, "
+        f"load average at start {m['load_average']}. Loader time is included.",
+        "",
+        "| mode | log-mel | loader workers | clips/s | ms/batch |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        cells = [row["mode"], row["features"], row["workers"], row["clips_per_s"], row["ms_per_batch"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    fe = result["front_end"]
+    lines += [
+        "",
+        f"Log-mel alone: {fe['device_batched_ms']} ms per batch batched on {m['device_type']} vs "
+        f"{fe['cpu_per_clip_ms']} ms per batch clip by clip on the CPU (what one loader worker does).",
+    ]
+    if result.get("accuracy"):
+        a = result["accuracy"]
+        lines += [
+            "",
+            "## Accuracy run",
+            "",
+            "| command | test acc | val acc | fit minutes | steps | clips/s (train loop) |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| `{a['command']}` | {a['test_acc']:.4f} | {a['val_acc']:.4f} | {a['fit_minutes']} | "
+            f"{a['epochs_steps']} | {a['samples_per_sec']} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the cases and write the JSON and Markdown results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "fsdd"))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--accuracy-run", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+
+    cfg, datamodule, task = build(args.root, args.batch_size)
+    net = task.net.to(device)
+    items = datamodule.splits["train"]
+    lengths = [datamodule._frames(path) for path, _ in items]
+    clips = AudioClips(items, datamodule.sample_rate, None)
+    tokenizer = net.tokenizers["audio"]
+    frontend = AudioFrameTokenizer(**_frontend_args(tokenizer))
+    rows = []
+    for workers in args.workers:
+        for where in ("in-model", "in-loader"):
+            dataset = clips if where == "in-model" else LogMelClips(clips, frontend)
+            collate = PadCollate() if where == "in-model" else collate_log_mel
+            loader = DataLoader(
+                dataset,
+                batch_size=args.batch_size,
+                sampler=LengthBucketSampler(lengths, args.batch_size, seed=0),
+                collate_fn=collate,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=device.type == "cuda",
+            )
+            for mode in ("train", "infer"):
+                numbers = measure(net, loader, where, mode == "train", device, args.warmup, args.batches)
+                rows.append({"mode": mode, "features": where, "workers": workers, **numbers})
+                print(rows[-1], flush=True)
+    plain = DataLoader(
+        clips,
+        batch_size=args.batch_size,
+        sampler=LengthBucketSampler(lengths, args.batch_size, seed=0),
+        collate_fn=PadCollate(),
+    )
+    result = {
+        "benchmark": "audio_throughput",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {
+            "device": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or "CPU",
+            "device_type": device.type,
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "load_average": [round(v, 2) for v in os.getloadavg()],
+        },
+        "model": {
+            "dim": cfg.model.dim,
+            "depth": cfg.model.depth,
+            "tokens": cfg.task.net.tokenizers.audio.tokens,
+        },
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "rows": rows,
+        "front_end": front_end_cost(tokenizer, plain, device, min(args.batches, 10)),
+        "accuracy": accuracy_row(args.accuracy_run) if args.accuracy_run else None,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "audio_throughput.json", result)
+    atomic_write_text(args.out / "audio_throughput.md", markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
