@@ -1,0 +1,235 @@
+"""omniformer-bench: run a benchmark suite, write its JSON, regenerate the Markdown table.
+
+    omniformer-bench                          # the CPU suite (conf/suite/cpu.yaml), a few minutes
+    omniformer-bench suite=smoke              # seconds; checks the machinery, publishes nothing
+    omniformer-bench suite=gpu                # on a CUDA machine (benchmarks/gpu_suite.sh runs it)
+    omniformer-bench suite=gpu dry_run=true   # the GPU suite's code path, shrunk, on the CPU
+    omniformer-bench suite.experiments.scaling=null results_dir=/tmp/bench   # drop one experiment
+
+A suite is a device, a precision and a mapping of experiments (``kind``: overhead, throughput, sdpa,
+scaling — see :mod:`omniformer.bench.experiments`), each over workloads registered in
+``conf/bench.yaml``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from omniformer.bench.experiments import EXPERIMENTS, Context
+from omniformer.bench.machine import machine_info, measure_peak_flops
+from omniformer.bench.report import SCHEMA, timestamp, write_markdown, write_result
+from omniformer.bench.workloads import build_workloads
+
+log = logging.getLogger("omniformer.bench")
+
+# What a dry run keeps of each experiment: a step or two of every code path.
+_DRY_LIMITS = {"steps": 3, "infer_steps": 2, "warmup": 1, "rounds": 1}
+
+
+def _dry(params: dict[str, Any]) -> dict[str, Any]:
+    """Shrink an experiment's settings for a dry run (no compile: the CPU compiles for minutes)."""
+    params = dict(params)
+    for key, limit in _DRY_LIMITS.items():
+        if params.get(key):
+            params[key] = min(int(params[key]), limit)
+    for key in ("batch_sizes", "seq_lens", "backends"):
+        if params.get(key):
+            params[key] = list(params[key])[:2]
+    if params.get("variants"):
+        params["variants"] = list(dict.fromkeys(v.removesuffix("_compiled") for v in params["variants"]))
+    if "variant" in params:
+        params["variant"] = params["variant"].removesuffix("_compiled")
+    return params
+
+
+def _bind(name: str, kind: str, params: dict[str, Any], ctx: Context):
+    """The experiment function of ``kind`` with ``params`` checked against its signature."""
+    if kind not in EXPERIMENTS:
+        raise ValueError(
+            f"suite.experiments.{name}.kind={kind!r} is unknown; choose from {sorted(EXPERIMENTS)}"
+        )
+    function = EXPERIMENTS[kind]
+    try:
+        inspect.signature(function).bind(ctx, **params)
+    except TypeError as err:
+        allowed = [p for p in inspect.signature(function).parameters if p != "ctx"]
+        raise ValueError(f"suite.experiments.{name} ({kind}): {err}; its settings are {allowed}") from None
+    return function
+
+
+def _device(suite: DictConfig, dry_run: bool) -> torch.device:
+    if dry_run:
+        return torch.device("cpu")
+    device = torch.device(suite.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"suite={suite.name} needs a CUDA device and torch sees none; on this machine run "
+            f"`omniformer-bench suite={suite.name} dry_run=true` to check the code path on the CPU"
+        )
+    return device
+
+
+def run_suite(cfg: DictConfig, command: str | None = None) -> Path:
+    """Run the configured suite; write its result JSON and regenerate the Markdown page."""
+    suite, dry_run = cfg.suite, bool(cfg.get("dry_run", False))
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    device = _device(suite, dry_run)
+    threads = torch.get_num_threads()
+    try:
+        # a dry run's toy sizes only lose from more threads on a shared CPU
+        torch.set_num_threads(1 if dry_run else int(suite.get("threads") or threads))
+        return _run_suite(cfg, suite, device, dry_run, command)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_suite(
+    cfg: DictConfig, suite: DictConfig, device: torch.device, dry_run: bool, command: str | None
+) -> Path:
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul left outside autocast
+    started = time.perf_counter()
+    peak_cfg = OmegaConf.to_container(suite.peak, resolve=True)
+    if dry_run:
+        peak_cfg.update(size=min(peak_cfg.get("size", 256), 256), repeats=2)
+    log.info("measuring the peak: %s", peak_cfg)
+    peak = measure_peak_flops(str(device), **peak_cfg)
+    log.info("peak %.3f TFLOP/s", peak["flops_per_sec"] / 1e12)
+
+    shrink = OmegaConf.to_container(suite.get("dry_run_overrides") or {}, resolve=True) if dry_run else {}
+    ctx = Context(
+        device=device,
+        precision=suite.precision,
+        peak_flops=peak["flops_per_sec"],
+        workloads=build_workloads(cfg.workloads),
+        sdpa=suite.get("sdpa", "default"),
+        check_syncs=bool(suite.get("check_syncs", False)) and device.type == "cuda",
+        extra_overrides=shrink,
+    )
+    stem = f"{timestamp()}-{suite.name}{'-dry' if dry_run else ''}"
+    results_dir = Path(cfg.results_dir)
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "suite": str(suite.name),
+        "publish": bool(suite.get("publish", True)) and not dry_run,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command or " ".join(["omniformer-bench", *sys.argv[1:]]),
+        "wall_seconds": 0.0,
+        "machine": machine_info(str(device)),
+        "peak": peak,
+        "settings": {
+            "device": str(device),
+            "precision": ctx.precision,
+            "sdpa": ctx.sdpa,
+            "dry_run": dry_run,
+            "check_syncs": ctx.check_syncs,
+        },
+        "runs": [],
+        "overhead": [],
+        "skipped": [],
+        "plots": [],
+        "notes": list(suite.get("notes") or []),
+    }
+    for name, node in (suite.experiments or {}).items():
+        if node is None:
+            continue
+        params = OmegaConf.to_container(node, resolve=True)
+        kind = params.pop("kind", name)
+        if dry_run:
+            params = _dry(params)
+        function = _bind(name, kind, params, ctx)
+        log.info("== experiment %s (%s)", name, kind)
+        out = function(ctx, **params)
+        for row in out.get("runs", []):
+            row["experiment"] = name
+        result["runs"] += out.get("runs", [])
+        result["overhead"] += [{**row, "experiment": name} for row in out.get("overhead", [])]
+        result["skipped"] += out.get("skipped", [])
+        if kind == "scaling" and out.get("runs"):
+            from omniformer.viz.curves import plot_scaling
+
+            plot = plot_scaling(
+                out["runs"],
+                results_dir / f"{stem}-{name}.png",
+                f"{name}: {out['runs'][0]['workload']} ({suite.name}, {device.type})",
+            )
+            result["plots"].append(plot.name)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    path = write_result(result, results_dir, stem)
+    markdown = write_markdown(results_dir, cfg.markdown)
+    log.info("results: %s (table: %s)", path, markdown)
+    copy_to = cfg.get("copy_to")
+    if copy_to:
+        target = Path(copy_to)
+        target.mkdir(parents=True, exist_ok=True)
+        for file in [path, markdown, *(results_dir / p for p in result["plots"])]:
+            shutil.copy2(file, target / file.name)
+        log.info("copied to %s", target)
+    print_summary(result)
+    return path
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    """The headline figures as tables on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"omniformer-bench {result['suite']} ({result['settings']['device']})")
+    for column in (
+        "experiment",
+        "workload",
+        "model",
+        "variant",
+        "mode",
+        "tokens/s",
+        "ms/step",
+        "MFU",
+        "peak MiB",
+    ):
+        table.add_column(column)
+    for run in result["runs"]:
+        table.add_row(
+            run["experiment"],
+            run["workload"],
+            run["model"],
+            run["variant"] + (f" [{run['sdpa']}]" if run["experiment"] == "sdpa" else ""),
+            run["mode"],
+            f"{run['tokens_per_sec']:,.0f}",
+            f"{run['ms_per_step']:.2f}",
+            f"{100 * run['mfu']:.1f}%",
+            f"{run['peak_mem_mib']:.0f}",
+        )
+    console.print(table)
+    if result["overhead"]:
+        ratios = Table(title="side-by-side ratios (step time, mean / median)")
+        for column in ("workload", "comparison", "variant", "baseline", "ratio", "median"):
+            ratios.add_column(column)
+        for row in result["overhead"]:
+            ratios.add_row(
+                row["workload"],
+                row["kind"],
+                row["variant"],
+                row["baseline"],
+                f"{row['ratio']:.3f}",
+                f"{row['ratio_median']:.3f}",
+            )
+        console.print(ratios)
+
+
+@hydra.main(config_path="pkg://omniformer.conf", config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Entry point of ``omniformer-bench`` (Hydra overrides on the command line)."""
+    run_suite(cfg)

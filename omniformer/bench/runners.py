@@ -1,0 +1,399 @@
+"""Timed loops: a hand-written PyTorch training loop, omniformer's Lightning path, and inference.
+
+All three time the same thing the same way: the wall time from the end of the last warm-up step to
+the end of the last step, split per step. On the CPU the clock is ``time.perf_counter``; on a GPU
+each step end records a CUDA event (no host synchronisation inside the loop; the events are read
+once at the end). ``data_seconds`` is host time outside the step body: fetching the next batch and
+copying it to the device — for Lightning, everything the loop does between ``on_train_batch_end``
+and the next ``on_train_batch_start`` (batch fetch, transfer, scheduler, logging bookkeeping).
+
+On a GPU the runs can also count host synchronisations inside the timed steps with
+``torch.cuda.set_sync_debug_mode("warn")``: a fast step issues none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from omniformer.bench.machine import PeakMemory
+from omniformer.bench.workloads import Workload
+from omniformer.tasks.optim import build_optimizer
+
+SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+@dataclass
+class Measurement:
+    """Timings of the timed (post-warm-up) steps of one or more runs of a loop."""
+
+    step_seconds: list[float] = field(default_factory=list)
+    data_seconds: float = 0.0
+    peak_mem_mib: float = 0.0
+    mem_kind: str = "rss"
+    host_syncs: int | None = None
+
+    @property
+    def steps(self) -> int:
+        """Number of timed steps."""
+        return len(self.step_seconds)
+
+    @property
+    def wall_seconds(self) -> float:
+        """Total time of the timed steps."""
+        return sum(self.step_seconds)
+
+    @property
+    def median_step(self) -> float:
+        """Median seconds per step (robust to other processes' bursts)."""
+        return statistics.median(self.step_seconds)
+
+    @property
+    def mean_step(self) -> float:
+        """Mean seconds per step (everything counted, bursts included)."""
+        return self.wall_seconds / max(self.steps, 1)
+
+    @property
+    def data_fraction(self) -> float:
+        """Share of the wall time spent outside the step body (see module docstring)."""
+        return min(self.data_seconds / self.wall_seconds, 1.0) if self.wall_seconds > 0 else 0.0
+
+    def merge(self, other: Measurement) -> Measurement:
+        """Both runs' steps together (rounds of the same variant)."""
+        syncs = None
+        if self.host_syncs is not None or other.host_syncs is not None:
+            syncs = (self.host_syncs or 0) + (other.host_syncs or 0)
+        return Measurement(
+            self.step_seconds + other.step_seconds,
+            self.data_seconds + other.data_seconds,
+            max(self.peak_mem_mib, other.peak_mem_mib),
+            other.mem_kind,
+            syncs,
+        )
+
+
+class StepClock:
+    """Per-step end marks from the end of warm-up step ``warmup`` on; CUDA events on a GPU."""
+
+    def __init__(self, device: torch.device, warmup: int) -> None:
+        if warmup < 1:
+            raise ValueError(f"warmup must be >= 1 step (the first timed step starts after it), got {warmup}")
+        self.device, self.warmup, self.count = device, warmup, 0
+        self._host: list[float] = []
+        self._events: list[torch.cuda.Event] = []
+
+    @property
+    def timing(self) -> bool:
+        """Whether the next step is a timed one."""
+        return self.count >= self.warmup
+
+    def mark(self) -> None:
+        """Call at the end of every step."""
+        self.count += 1
+        if self.count < self.warmup:
+            return
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._events.append(event)
+        else:
+            self._host.append(time.perf_counter())
+
+    def step_seconds(self) -> list[float]:
+        """Durations of the timed steps (synchronises once, on a GPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return [a.elapsed_time(b) / 1000 for a, b in zip(self._events, self._events[1:])]
+        return [b - a for a, b in zip(self._host, self._host[1:])]
+
+
+class SyncCounter:
+    """Counts synchronising CUDA calls while armed (``torch.cuda.set_sync_debug_mode('warn')``)."""
+
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self.enabled = enabled and device.type == "cuda"
+        self._records: list[warnings.WarningMessage] = []
+        self._armed = False
+        self._catcher: contextlib.AbstractContextManager | None = None
+
+    def __enter__(self) -> SyncCounter:
+        if self.enabled:
+            self._catcher = warnings.catch_warnings(record=True)
+            self._records = self._catcher.__enter__()
+            warnings.simplefilter("always")
+        return self
+
+    def arm(self) -> None:
+        """Start counting (at the first timed step)."""
+        if self.enabled and not self._armed:
+            torch.cuda.set_sync_debug_mode("warn")
+            self._armed = True
+
+    def disarm(self) -> None:
+        """Stop counting."""
+        if self._armed:
+            torch.cuda.set_sync_debug_mode("default")
+            self._armed = False
+
+    def __exit__(self, *exc) -> None:
+        self.disarm()
+        if self._catcher is not None:
+            self._catcher.__exit__(*exc)
+
+    @property
+    def count(self) -> int | None:
+        """Synchronising calls seen (``None`` when not counted)."""
+        if not self.enabled:
+            return None
+        return sum("synchroniz" in str(w.message) for w in self._records)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of a Lightning ``precision`` string, for the hand-written loop."""
+    if precision == "32-true":
+        return contextlib.nullcontext()
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision={precision!r} is not benchmarked; choose one of {PRECISIONS}")
+
+
+def sdpa_backend(name: str | None) -> contextlib.AbstractContextManager:
+    """Restrict ``scaled_dot_product_attention`` to one kernel (``default``: torch chooses)."""
+    if name in (None, "default"):
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = {
+        "math": SDPBackend.MATH,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
+    if name not in backends:
+        raise ValueError(f"sdpa backend {name!r} is unknown; choose one of {SDPA_BACKENDS}")
+    return sdpa_kernel(backends[name])
+
+
+def to_device(batch, device: torch.device):
+    """Move a batch (tensors in tuples / lists) to ``device``; asynchronous from pinned memory."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(item, device) for item in batch)
+    return batch
+
+
+def _cycle(batches: Sequence) -> Iterator:
+    while True:
+        yield from batches
+
+
+def train_plain(
+    workload: Workload,
+    task: L.LightningModule,
+    batches: Sequence,
+    *,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    precision: str = "32-true",
+    clip: float | None = 1.0,
+    check_syncs: bool = False,
+) -> Measurement:
+    """A hand-written training loop over ``task.net``: forward, loss, backward, clip, AdamW, schedule.
+
+    The optimizer and schedule are the task's own (same AdamW groups, fused where available), so
+    both loops do the same arithmetic; only the loop around it differs. Move the model to ``device``
+    (and compile it) before calling.
+    """
+    net = task.net.train()
+    built = build_optimizer(net, task.optim, warmup + steps)
+    optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    clock, source, data = StepClock(device, warmup), _cycle(batches), 0.0
+    params = [p for p in net.parameters() if p.requires_grad]
+    with PeakMemory(device) as memory, SyncCounter(device, check_syncs) as syncs:
+        for _ in range(warmup + steps):
+            if clock.timing:
+                syncs.arm()
+            start = time.perf_counter()
+            batch = to_device(next(source), device)
+            if clock.timing:
+                data += time.perf_counter() - start
+            with autocast(device, precision):
+                loss = workload.loss(task, batch)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            clock.mark()
+        syncs.disarm()
+        seconds = clock.step_seconds()
+    return Measurement(seconds, data, memory.peak_mib, memory.kind, syncs.count)
+
+
+class StepTimer(L.Callback):
+    """Marks every training step's end for :class:`StepClock`; sums the time between steps."""
+
+    def __init__(self, device: torch.device, warmup: int, syncs: SyncCounter) -> None:
+        self.clock, self.syncs = StepClock(device, warmup), syncs
+        self.data_seconds = 0.0
+        self._end: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.clock.timing and self._end is not None:
+            self.data_seconds += time.perf_counter() - self._end
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.clock.mark()
+        if self.clock.timing:
+            self.syncs.arm()
+        self._end = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.syncs.disarm()
+
+
+def lightning_trainer(
+    cfg: DictConfig,
+    *,
+    steps: int,
+    device: torch.device,
+    precision: str,
+    callbacks: list[L.Callback],
+    default_callbacks: bool,
+    root_dir: str,
+) -> L.Trainer:
+    """The ``Trainer`` of ``cfg.trainer`` for a timed run without validation or checkpoints.
+
+    ``default_callbacks=False``: no logger, progress bar or model summary — the loop itself.
+    ``default_callbacks=True``: what ``omniformer-train`` runs with (the configured callbacks except
+    checkpointing, the configured loggers writing to ``root_dir``, the progress bar, the summary).
+    """
+    from omniformer.callbacks import Throughput
+
+    extra: list[L.Callback] = []
+    loggers: list | bool = False
+    if default_callbacks:
+        for node in (cfg.get("callbacks") or {}).values():
+            if node is not None and not str(node.get("_target_", "")).endswith("ModelCheckpoint"):
+                extra.append(instantiate(node))
+        extra.append(Throughput())
+        loggers = [instantiate(node, save_dir=root_dir) for node in (cfg.get("logger") or [])] or False
+    return instantiate(
+        cfg.trainer,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=precision,
+        max_steps=steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_progress_bar=default_callbacks,
+        enable_model_summary=default_callbacks,
+        logger=loggers,
+        callbacks=[*extra, *callbacks],
+        default_root_dir=root_dir,
+    )
+
+
+def _clip_without_scaler(task: L.LightningModule):
+    """``configure_gradient_clipping`` for precisions without a GradScaler (``32-true``, ``bf16-mixed``).
+
+    Lightning's mixed-precision plugin refuses to clip whenever the optimizer is fused (fused AdamW
+    "unscales gradients internally"), even for bf16, where there is no scaler and nothing to unscale:
+    ``omniformer-train trainer.precision=bf16-mixed`` with the default ``gradient_clip_val=1.0`` and
+    fused AdamW stops with that error. Until the tasks handle it (see benchmarks/README.md), the
+    benchmark clips as the plain loop does: ``clip_grad_norm_`` over the optimizer's parameters.
+    """
+
+    def configure_gradient_clipping(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if gradient_clip_val:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
+    return configure_gradient_clipping
+
+
+def train_lightning(
+    cfg: DictConfig,
+    task: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    *,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    precision: str = "32-true",
+    default_callbacks: bool = False,
+    check_syncs: bool = False,
+) -> Measurement:
+    """omniformer's path: ``Trainer.fit(task, datamodule)`` as ``omniformer-train`` builds them."""
+    with (
+        tempfile.TemporaryDirectory(prefix="omniformer-bench-") as root,
+        SyncCounter(device, check_syncs) as syncs,
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        timer = StepTimer(device, warmup, syncs)
+        trainer = lightning_trainer(
+            cfg,
+            steps=warmup + steps,
+            device=device,
+            precision=precision,
+            callbacks=[timer],
+            default_callbacks=default_callbacks,
+            root_dir=root,
+        )
+        if (
+            precision == "bf16-mixed"
+            and type(task).configure_gradient_clipping is L.LightningModule.configure_gradient_clipping
+        ):
+            task.configure_gradient_clipping = _clip_without_scaler(task)
+        with PeakMemory(device) as memory:
+            trainer.fit(task, datamodule=datamodule)
+            seconds = timer.clock.step_seconds()
+        if trainer.global_step != warmup + steps:
+            raise RuntimeError(f"Lightning ran {trainer.global_step} steps, {warmup + steps} were asked for")
+    return Measurement(seconds, timer.data_seconds, memory.peak_mib, memory.kind, syncs.count)
+
+
+def infer(
+    workload: Workload,
+    task: L.LightningModule,
+    batches: Sequence,
+    *,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    precision: str = "32-true",
+) -> Measurement:
+    """Forward passes only (``eval`` mode, ``torch.inference_mode``): inference throughput."""
+    net = task.net.eval()
+    clock, source, data = StepClock(device, warmup), _cycle(batches), 0.0
+    try:
+        with PeakMemory(device) as memory, torch.inference_mode():
+            for _ in range(warmup + steps):
+                start = time.perf_counter()
+                batch = to_device(next(source), device)
+                if clock.timing:
+                    data += time.perf_counter() - start
+                with autocast(device, precision):
+                    workload.forward(task, batch)
+                clock.mark()
+            seconds = clock.step_seconds()
+    finally:
+        net.train()
+    return Measurement(seconds, data, memory.peak_mib, memory.kind)

@@ -1,0 +1,190 @@
+"""Benchmark workloads: a training configuration of omniformer, named and pluggable from YAML.
+
+A workload is a list of ``omniformer-train`` overrides (``task=...``, ``data=...``, ``model=...``), so
+the benchmark builds *exactly* the data module and task that ``omniformer-train`` would build —
+the framework path is measured, not a copy of it. A workload may replace the ``data`` node with
+any data module (e.g. the synthetic token stream of :mod:`omniformer.bench.synthetic` for GPU
+runs that must not wait for a tokenizer to train). New modalities plug in as new entries under
+``workloads:`` in ``conf/bench.yaml``; a task whose loss is not next-token or class cross-entropy
+plugs in by subclassing :class:`Workload` and overriding :meth:`Workload.forward` /
+:meth:`Workload.loss`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from omniformer.tasks import ClassificationTask, LanguageModelingTask
+
+
+def compose_train(overrides: Sequence[str]) -> DictConfig:
+    """The ``train`` config composed with ``overrides``, as ``omniformer-train`` would see it.
+
+    Works inside a running Hydra app (``omniformer-bench``) and outside one (tests, notebooks).
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    import omniformer.train  # noqa: F401  (registers the structured-config schemas train.yaml uses)
+
+    if GlobalHydra.instance().is_initialized():
+        return compose("train", overrides=list(overrides))
+    with initialize_config_module("omniformer.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@dataclass
+class Built:
+    """One instantiated case: its composed config, set-up data module and task."""
+
+    cfg: DictConfig
+    datamodule: L.LightningDataModule
+    task: L.LightningModule
+
+
+@dataclass
+class Workload:
+    """A named training configuration to benchmark.
+
+    Args:
+        name: how results name it (``text_lm``, ``image_vit``...).
+        overrides: ``omniformer-train`` overrides that select task, data and their settings.
+        data: optional config node (with ``_target_``) that replaces the composed ``data`` node, for
+            data modules that have no YAML in ``conf/data`` (synthetic benchmark data).
+        unit: what the headline throughput counts: ``tokens`` or ``samples``.
+        model: the ``model=`` size used when a case names none (``null``: the overrides choose).
+        description: one line for the results table.
+    """
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    data: dict[str, Any] | None = None
+    unit: str = "tokens"
+    model: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("tokens", "samples"):
+            raise ValueError(f"workload {self.name!r}: unit={self.unit!r}; choose 'tokens' or 'samples'")
+        self.overrides = list(self.overrides)
+        if self.data is not None and not isinstance(self.data, dict):
+            self.data = OmegaConf.to_container(self.data, resolve=True)
+
+    def config(self, model: str | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+        """Compose the train config of this workload at ``model`` size with extra ``overrides``.
+
+        With a replacement ``data`` node, ``data.KEY=VALUE`` overrides apply to that node.
+        """
+        model = model or self.model
+        extra = list(overrides)
+        data_overrides = [o for o in extra if o.startswith("data.")] if self.data is not None else []
+        rest = [o for o in extra if o not in data_overrides]
+        # sample_tokens=0: no text sample at the end of fit (not part of what is measured).
+        head = [f"model={model}"] if model else []
+        cfg = compose_train([*head, *self.overrides, *rest])
+        with open_dict(cfg):
+            if "sample_tokens" in cfg.task:
+                cfg.task.sample_tokens = 0
+            if self.data is not None:
+                cfg.data = OmegaConf.create(self.data)
+            for item in data_overrides:
+                key, _, value = item.partition("=")
+                if key.split(".")[1] not in cfg.data:
+                    raise ValueError(f"workload {self.name!r}: {key} is not a key of its data config")
+                OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+        return cfg
+
+    def build(self, cfg: DictConfig, seed: int | None = None) -> Built:
+        """Instantiate and set up the data module, then the task (seeded: same init every time)."""
+        L.seed_everything(cfg.seed if seed is None else seed, verbose=False)
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("fit")
+        with open_dict(cfg):
+            cfg.data_spec = datamodule.spec()
+        L.seed_everything(cfg.seed if seed is None else seed, verbose=False)
+        task = instantiate(cfg.task)
+        return Built(cfg, datamodule, task)
+
+    # -- what a hand-written loop computes -------------------------------------------------------
+
+    def forward(self, task: L.LightningModule, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The model's output for ``batch``, called on ``task.net`` directly (no Lightning)."""
+        if isinstance(task, LanguageModelingTask):
+            return task.net(task.modality, task.head, batch[0], causal=True)
+        if isinstance(task, ClassificationTask):
+            inputs, *lengths, _ = batch
+            extra = {"lengths": lengths[0]} if lengths else {}
+            return task.net(task.modality, task.head, inputs, **extra)
+        raise TypeError(
+            f"workload {self.name!r}: no plain forward for {type(task).__name__}; subclass Workload and "
+            "override forward() and loss()"
+        )
+
+    def loss(self, task: L.LightningModule, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The training loss for ``batch`` — the same function the task's ``training_step`` computes."""
+        out = self.forward(task, batch)
+        targets = batch[-1]
+        if isinstance(task, LanguageModelingTask):
+            return F.cross_entropy(out.flatten(0, 1).float(), targets.flatten())
+        return F.cross_entropy(out.float(), targets, label_smoothing=getattr(task, "label_smoothing", 0.0))
+
+
+def prefetch_batches(datamodule: L.LightningDataModule, count: int) -> list:
+    """The first ``count`` training batches the data module's loader yields (re-iterating if it ends).
+
+    A fresh loader starts where a fresh ``Trainer`` starts, so these are the batches the Lightning
+    run sees (for ``RandomWindows``: batch ``i`` is a pure function of ``(seed, i)``).
+    """
+    batches: list = []
+    while len(batches) < count:
+        before = len(batches)
+        batches.extend(itertools.islice(iter(datamodule.train_dataloader()), count - len(batches)))
+        if len(batches) == before:
+            raise ValueError(f"{type(datamodule).__name__}'s train loader yields no batches")
+    return batches
+
+
+def batch_shape(task: L.LightningModule, workload: Workload, batch) -> tuple[int, int]:
+    """``(samples, tokens per sample)`` the backbone sees for ``batch`` (from one forward pass)."""
+    seen: dict[str, tuple[int, int]] = {}
+
+    def hook(module, args, kwargs):
+        tokens = args[0] if args else kwargs["tokens"]
+        seen["shape"] = tuple(tokens.x.shape[:2])
+
+    handle = task.net.backbone.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            workload.forward(task, batch)
+    finally:
+        handle.remove()
+    return seen["shape"]
+
+
+def build_workloads(nodes: DictConfig | dict) -> dict[str, Workload]:
+    """Instantiate the ``workloads:`` registry of ``bench.yaml`` (name → :class:`Workload`)."""
+    registry = {}
+    for name, node in nodes.items():
+        if node is None:
+            continue
+        node = OmegaConf.create(node) if isinstance(node, dict) else node
+        if "_target_" in node:
+            workload = instantiate(node, _convert_="all")
+        else:
+            workload = Workload(**OmegaConf.to_container(node, resolve=True))
+        if not isinstance(workload, Workload):
+            raise TypeError(f"workloads.{name} must build an omniformer.bench.Workload, got {type(workload)}")
+        if workload.name != name:
+            raise ValueError(f"workloads.{name} has name {workload.name!r}; the key and the name must match")
+        registry[name] = workload
+    return registry
