@@ -1,0 +1,108 @@
+"""omniformer-plot: curves from a run's metrics.csv (and the residual heatmap) as valid PNG files."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from omniformer.plot import main, plot_run
+from omniformer.viz.curves import plot_scaling, read_metrics_csv
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+METRICS = """epoch,grad_norm,lr-AdamW,step,train_loss,val_acc,val_loss,val_ppl
+0,,0.0001,0,,,,
+0,2.5,,1,4.1,,,
+0,,0.0005,4,,,,
+0,1.8,,5,3.2,,,
+0,,,5,,0.31,3.0,20.1
+0,,0.001,9,,,,
+0,1.1,,9,2.6,,,
+0,,,9,,0.52,2.4,11.0
+"""
+
+
+def check_png(path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 300 and height >= 200, (width, height)
+    assert len(data) > 5000
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.csv").write_text(METRICS)
+    return run
+
+
+def test_metrics_columns_are_read_by_step(run_dir):
+    columns = read_metrics_csv(run_dir / "logs" / "metrics.csv")
+    assert columns["train_loss"] == ([1.0, 5.0, 9.0], [4.1, 3.2, 2.6])
+    assert columns["val_acc"] == ([5.0, 9.0], [0.31, 0.52])
+    assert "epoch" not in columns
+
+
+def test_plot_command_writes_one_png_per_metric_group(run_dir, capsys):
+    assert main([str(run_dir)]) == 0
+    names = sorted(p.name for p in (run_dir / "plots").iterdir())
+    assert names == ["accuracy.png", "grad_norm.png", "learning_rate.png", "loss.png", "perplexity.png"]
+    for path in (run_dir / "plots").iterdir():
+        check_png(path)
+    assert "loss.png" in capsys.readouterr().out
+
+
+def test_residual_heatmap_is_redrawn_from_diagnostics(run_dir, tmp_path):
+    (run_dir / "diagnostics").mkdir()
+    history = {"steps": [0, 50, 100], "blocks": 2, "ratios": [[0.0, 0.2, 0.3], [0.0, 0.05, 0.4]]}
+    (run_dir / "diagnostics" / "residual.json").write_text(json.dumps(history))
+    written = plot_run(run_dir, tmp_path / "figures")
+    heatmap = tmp_path / "figures" / "residual_heatmap.png"
+    assert heatmap in written
+    check_png(heatmap)
+
+
+def test_scaling_plot(tmp_path):
+    runs = [
+        {"batch_size": b, "seq_len": s, "ms_per_step": b * s / 10, "tokens_per_sec": 1000.0 * b}
+        for b in (4, 8)
+        for s in (64, 128)
+    ]
+    check_png(plot_scaling(runs, tmp_path / "scaling.png"))
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "logger=none" in capsys.readouterr().err
+    (tmp_path / "nohead" / "logs").mkdir(parents=True)
+    (tmp_path / "nohead" / "logs" / "metrics.csv").write_text("")
+    assert main([str(tmp_path / "nohead")]) == 2
+    assert "no logged rows" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_with_diagnostics_then_plot(tmp_path):
+    """The documented commands: omniformer-train callbacks=diagnostics, then omniformer-plot <run>."""
+    from .conftest import run_cli
+
+    run = tmp_path / "run"
+    run_cli(
+        "omniformer.train", "callbacks=diagnostics", "debug=fast", "data.tokenizer=char", "model.dim=32",
+        "model.depth=2", "model.heads=2", "data.block_size=32", "data.batch_size=8",
+        "callbacks.diagnostics.every_n_steps=5", "callbacks.diagnostics.grad_norm_every_n_steps=5",
+        f"hydra.run.dir={run}",
+    )  # fmt: skip
+    history = json.loads((run / "diagnostics" / "residual.json").read_text())
+    assert history["steps"] == [0, 5, 10, 15, 20] and history["blocks"] == 2
+    proc = run_cli("omniformer.plot", str(run))
+    for name in ("loss.png", "learning_rate.png", "grad_norm.png", "residual_heatmap.png"):
+        assert name in proc.stdout
+        check_png(run / "plots" / name)
