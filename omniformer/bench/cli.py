@@ -142,21 +142,25 @@ def _run_suite(
         "plots": [],
         "notes": list(suite.get("notes") or []),
     }
-    for name, node in (suite.experiments or {}).items():
-        if node is None:
-            continue
+    experiments = [(name, node) for name, node in (suite.experiments or {}).items() if node is not None]
+    for index, (name, node) in enumerate(experiments):
         params = OmegaConf.to_container(node, resolve=True)
         kind = params.pop("kind", name)
         if dry_run:
             params = _dry(params)
         function = _bind(name, kind, params, ctx)
-        log.info("== experiment %s (%s)", name, kind)
-        out = function(ctx, **params)
+        log.info("== experiment %s (%s), %d of %d", name, kind, index + 1, len(experiments))
+        try:
+            out = function(ctx, **params)
+        except FileNotFoundError as err:  # a dataset that is not on this machine: say so, go on
+            log.warning("experiment %s skipped: %s", name, err)
+            result["skipped"].append({"experiment": name, "reason": str(err)})
+            continue
         for row in out.get("runs", []):
             row["experiment"] = name
         result["runs"] += out.get("runs", [])
         result["overhead"] += [{**row, "experiment": name} for row in out.get("overhead", [])]
-        result["skipped"] += out.get("skipped", [])
+        result["skipped"] += [{**row, "experiment": name} for row in out.get("skipped", [])]
         if kind == "scaling" and out.get("runs"):
             from omniformer.viz.curves import plot_scaling
 
@@ -166,7 +170,21 @@ def _run_suite(
                 f"{name}: {out['runs'][0]['workload']} ({suite.name}, {device.type})",
             )
             result["plots"].append(plot.name)
+        # Written after every experiment: a run stopped by a time limit keeps what it measured.
+        result["wall_seconds"] = round(time.perf_counter() - started, 1)
+        result["complete"] = False
+        _publish(cfg, result, results_dir, stem)
+    if not experiments:
+        raise ValueError(f"suite {suite.name} has no experiments to run")
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    result["complete"] = True
+    path = _publish(cfg, result, results_dir, stem)
+    print_summary(result)
+    return path
+
+
+def _publish(cfg: DictConfig, result: dict[str, Any], results_dir: Path, stem: str) -> Path:
+    """Write the result JSON, regenerate the Markdown page, copy both (and plots) to ``copy_to``."""
     path = write_result(result, results_dir, stem)
     markdown = write_markdown(results_dir, cfg.markdown)
     log.info("results: %s (table: %s)", path, markdown)
@@ -176,8 +194,6 @@ def _run_suite(
         target.mkdir(parents=True, exist_ok=True)
         for file in [path, markdown, *(results_dir / p for p in result["plots"])]:
             shutil.copy2(file, target / file.name)
-        log.info("copied to %s", target)
-    print_summary(result)
     return path
 
 

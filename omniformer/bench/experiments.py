@@ -94,6 +94,12 @@ class Case:
         return instantiate(self.cfg.task)
 
 
+def _to(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    return type(batch)(_to(item, device) for item in batch)
+
+
 def _first_sample(batch):
     if isinstance(batch, torch.Tensor):
         return batch[:1]
@@ -108,29 +114,36 @@ def prepare_case(
     batches: int,
     count_flops: bool = False,
     grid: Sequence[str] = (),
+    task: L.LightningModule | None = None,
 ) -> tuple[Case, L.LightningModule]:
     """Compose, build and measure the shapes of a case; return it and its first task.
 
     Overrides apply in the order: the case's, the context's (dry-run shrinking), then ``grid``
-    (the sizes a scaling experiment sweeps, which must win).
+    (the sizes a scaling experiment sweeps, which must win). With ``task`` given, only the data
+    module is built (the model does not depend on batch size or sequence length).
     """
     wl = ctx.workload(workload)
     cfg = wl.config(model, [*overrides, *ctx.extra_for(workload), *grid])
-    built = wl.build(cfg)
-    data = prefetch_batches(built.datamodule, batches)
-    _, seq_len = batch_shape(built.task, wl, _first_sample(data[0]))
+    if task is None:
+        built = wl.build(cfg)
+        datamodule, task = built.datamodule, built.task
+    else:
+        datamodule = wl.build_data(cfg)
+    data = prefetch_batches(datamodule, batches)
+    first = _to(_first_sample(data[0]), next(task.parameters()).device)
+    _, seq_len = batch_shape(task, wl, first)
     samples = int(data[0][-1].shape[0]) if isinstance(data[0], (tuple, list)) else int(data[0].shape[0])
-    net, backbone = built.task.net, built.task.net.backbone
+    net, backbone = task.net, task.net.backbone
     counted = None
     if count_flops:
-        counted = counted_flops(lambda: wl.loss(built.task, data[0]).backward())
+        counted = counted_flops(lambda: wl.loss(task, data[0]).backward())
         net.zero_grad(set_to_none=True)
         counted //= samples * seq_len
     case = Case(
         workload=wl,
         model=model or wl.model or f"{backbone.depth}x{backbone.heads}x{backbone.dim}",
         cfg=cfg,
-        datamodule=built.datamodule,
+        datamodule=datamodule,
         batches=data,
         samples=samples,
         seq_len=seq_len,
@@ -148,7 +161,7 @@ def prepare_case(
         case.params / 1e6,
         matmul_parameters(net) / 1e6,
     )
-    return case, built.task
+    return case, task
 
 
 def _ready(task: L.LightningModule, loop: str, compiled: bool, device: torch.device) -> L.LightningModule:
@@ -442,10 +455,8 @@ def scaling(
     for seq in seq_lens or [None]:
         for batch in batch_sizes:
             extra = [f"{batch_key}={batch}"] + ([f"{seq_key}={seq}"] if seq is not None else [])
-            case, built_task = prepare_case(ctx, workload, model, overrides, warmup + steps, grid=extra)
-            if task is None:
-                task = _ready(built_task, "plain", False, ctx.device)
-            del built_task
+            case, task = prepare_case(ctx, workload, model, overrides, warmup + steps, grid=extra, task=task)
+            task = _ready(task, "plain", False, ctx.device)
             log.info("scaling %s: batch %d × %d tokens", case.workload.name, case.samples, case.seq_len)
             with sdpa_backend(ctx.sdpa):
                 m = _run(ctx, case, task, "plain", "train", steps, warmup)

@@ -202,8 +202,9 @@ def render_markdown(results_dir: str | Path, title: str = "omniformer benchmark 
         lines.append("_No published results yet: run `omniformer-bench`._")
     for path, result in published:
         created = result["created"].replace("T", " ")[:19]
+        partial = "" if result.get("complete", True) else " (stopped early: partial)"
         lines += [
-            f"## Suite `{result['suite']}` — {created} — [`{path.name}`](results/{path.name})",
+            f"## Suite `{result['suite']}` — {created} — [`{path.name}`](results/{path.name}){partial}",
             "",
             f"Machine: {_machine_line(result['machine'], result['peak'])}",
             f"Command: `{result['command']}`; settings: "
@@ -231,10 +232,10 @@ def render_markdown(results_dir: str | Path, title: str = "omniformer benchmark 
             lines += [_run_row(run) for run in result["runs"]]
             lines.append("")
         for item in result["skipped"]:
-            lines.append(
-                f"- skipped: {item.get('workload')} sdpa={item.get('sdpa')} {item.get('mode')}: "
-                f"{item.get('reason')}"
-            )
+            what = " ".join(f"{k}={v}" for k, v in item.items() if k != "reason")
+            lines.append(f"- skipped ({what}): {item.get('reason')}")
+        if result["skipped"]:
+            lines.append("")
         for plot in result["plots"]:
             lines += [f"![{Path(plot).stem}](results/{Path(plot).name})", ""]
         for note in result.get("notes", []):

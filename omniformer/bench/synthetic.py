@@ -80,3 +80,85 @@ class RandomTokenDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         batches = RandomTokenBatches(self.vocab_size, self.block_size, self.batch_size, self.seed)
         return DataLoader(batches, batch_size=None, pin_memory=self.pin_memory)
+
+
+class RandomImageBatches(IterableDataset):
+    """Endless ``(images, labels)`` batches from a pool of ``pool`` pre-drawn random batches.
+
+    Drawing 150 MB of Gaussian pixels per step would make the host, not the model, the bottleneck,
+    so a few batches are drawn once and cycled (batch ``i`` is pool entry ``i mod pool``).
+    """
+
+    def __init__(
+        self, channels: int, image_size: int, num_classes: int, batch_size: int, seed: int = 0, pool: int = 4
+    ) -> None:
+        if min(channels, image_size, num_classes, batch_size, pool) < 1:
+            raise ValueError("channels, image_size, num_classes, batch_size and pool must be >= 1")
+        generator = torch.Generator().manual_seed(seed)
+        self.pool = [
+            (
+                torch.randn(batch_size, channels, image_size, image_size, generator=generator),
+                torch.randint(num_classes, (batch_size,), generator=generator),
+            )
+            for _ in range(pool)
+        ]
+
+    def __iter__(self):
+        index = 0
+        while True:
+            yield self.pool[index % len(self.pool)]
+            index += 1
+
+
+class RandomImageDataModule(L.LightningDataModule):
+    """Classification batches of random normalised images: ImageNet's shape without ImageNet.
+
+    Args:
+        image_size: side of the square images (224 for ViT-B/16 at ImageNet resolution).
+        patch_size: the tokenizer's patch side, reported in ``spec()`` (16: 14×14 = 196 patches).
+        channels: image channels.
+        num_classes: label range (1000, ImageNet-1k's head).
+        batch_size: images per batch.
+        seed: seed of the pool of batches.
+        pool: distinct batches drawn (and cycled).
+        pin_memory: page-locked batches (``None``: when CUDA is available).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 16,
+        channels: int = 3,
+        num_classes: int = 1000,
+        batch_size: int = 128,
+        seed: int = 0,
+        pool: int = 4,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"data.patch_size={patch_size} must divide data.image_size={image_size}")
+        self.image_size, self.patch_size, self.channels = image_size, patch_size, channels
+        self.num_classes, self.batch_size, self.seed, self.pool = num_classes, batch_size, seed, pool
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._batches: RandomImageBatches | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._batches is None:
+            self._batches = RandomImageBatches(
+                self.channels, self.image_size, self.num_classes, self.batch_size, self.seed, self.pool
+            )
+
+    def spec(self) -> dict:
+        """What an image task is built from (the keys of ``ImageDataModule.spec``)."""
+        return {
+            "num_classes": self.num_classes,
+            "in_channels": self.channels,
+            "image_size": [self.image_size, self.image_size],
+            "patch_size": [self.patch_size, self.patch_size],
+            "class_names": [f"class_{i}" for i in range(self.num_classes)],
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self._batches, batch_size=None, pin_memory=self.pin_memory)

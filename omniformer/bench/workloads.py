@@ -104,13 +104,18 @@ class Workload:
                 OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
         return cfg
 
-    def build(self, cfg: DictConfig, seed: int | None = None) -> Built:
-        """Instantiate and set up the data module, then the task (seeded: same init every time)."""
-        L.seed_everything(cfg.seed if seed is None else seed, verbose=False)
+    def build_data(self, cfg: DictConfig) -> L.LightningDataModule:
+        """Instantiate and set up the data module; store its ``spec()`` as ``cfg.data_spec``."""
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
         with open_dict(cfg):
             cfg.data_spec = datamodule.spec()
+        return datamodule
+
+    def build(self, cfg: DictConfig, seed: int | None = None) -> Built:
+        """Instantiate and set up the data module, then the task (seeded: same init every time)."""
+        L.seed_everything(cfg.seed if seed is None else seed, verbose=False)
+        datamodule = self.build_data(cfg)
         L.seed_everything(cfg.seed if seed is None else seed, verbose=False)
         task = instantiate(cfg.task)
         return Built(cfg, datamodule, task)
@@ -139,16 +144,30 @@ class Workload:
         return F.cross_entropy(out.float(), targets, label_smoothing=getattr(task, "label_smoothing", 0.0))
 
 
-def prefetch_batches(datamodule: L.LightningDataModule, count: int) -> list:
+def _nbytes(batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.numel() * batch.element_size()
+    if isinstance(batch, (list, tuple)):
+        return sum(_nbytes(item) for item in batch)
+    return 0
+
+
+def prefetch_batches(datamodule: L.LightningDataModule, count: int, max_bytes: int = 2 * 2**30) -> list:
     """The first ``count`` training batches the data module's loader yields (re-iterating if it ends).
 
     A fresh loader starts where a fresh ``Trainer`` starts, so these are the batches the Lightning
-    run sees (for ``RandomWindows``: batch ``i`` is a pure function of ``(seed, i)``).
+    run sees (for ``RandomWindows``: batch ``i`` is a pure function of ``(seed, i)``). Stops early
+    once ``max_bytes`` are held (large image batches); loops then cycle through what was fetched.
     """
     batches: list = []
-    while len(batches) < count:
+    held = 0
+    while len(batches) < count and held < max_bytes:
         before = len(batches)
-        batches.extend(itertools.islice(iter(datamodule.train_dataloader()), count - len(batches)))
+        for batch in itertools.islice(iter(datamodule.train_dataloader()), count - len(batches)):
+            batches.append(batch)
+            held += _nbytes(batch)
+            if held >= max_bytes:
+                break
         if len(batches) == before:
             raise ValueError(f"{type(datamodule).__name__}'s train loader yields no batches")
     return batches
