@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,13 +80,13 @@ def attention_rollout(task, images: Tensor) -> tuple[Tensor, Tensor]:
     return relevance.reshape(-1, *grid), logits
 
 
-def _display(image: Tensor) -> Tensor:
+def _display(image: Tensor) -> np.ndarray:
     """A normalised ``C×H×W`` image as ``H×W(×3)`` in [0, 1], each channel contrast-stretched."""
     image = image.float()
     low = image.amin(dim=(1, 2), keepdim=True)
     high = image.amax(dim=(1, 2), keepdim=True)
     image = (image - low) / (high - low).clamp_min(1e-6)
-    return image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+    return (image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)).numpy()
 
 
 def save_attention_maps(
