@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
 from omniformer.bench.machine import PeakMemory
@@ -266,6 +267,30 @@ class StepTimer(L.Callback):
         self.syncs.disarm()
 
 
+def train_callbacks(cfg: DictConfig, root_dir: str) -> list[L.Callback]:
+    """The callbacks ``omniformer-train`` runs with, checkpoints redirected into ``root_dir``.
+
+    The configured ones (``cfg.callbacks``: checkpointing, non-finite guard, learning-rate monitor,
+    progress bar, ...) plus the per-step ones ``train.py`` adds itself (throughput, per-step
+    seeding) where this version of omniformer has them.
+    """
+    from omniformer import callbacks as omni_callbacks
+
+    built: list[L.Callback] = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        extra = {"dirpath": f"{root_dir}/checkpoints"} if "dirpath" in node else {}
+        if "out_dir" in node:
+            extra["out_dir"] = f"{root_dir}/{name}"
+        built.append(instantiate(node, **extra))
+    built.append(omni_callbacks.Throughput())
+    step_seed = getattr(omni_callbacks, "StepSeed", None)
+    if step_seed is not None:
+        built.append(step_seed(int(cfg.seed)))
+    return built
+
+
 def lightning_trainer(
     cfg: DictConfig,
     *,
@@ -276,22 +301,19 @@ def lightning_trainer(
     default_callbacks: bool,
     root_dir: str,
 ) -> L.Trainer:
-    """The ``Trainer`` of ``cfg.trainer`` for a timed run without validation or checkpoints.
+    """The ``Trainer`` of ``cfg.trainer`` for a timed run without validation.
 
-    ``default_callbacks=False``: no logger, progress bar or model summary — the loop itself.
-    ``default_callbacks=True``: what ``omniformer-train`` runs with (the configured callbacks except
-    checkpointing, the configured loggers writing to ``root_dir``, the progress bar, the summary).
+    ``default_callbacks=False``: no logger, checkpoints, progress bar or model summary — the loop
+    itself. ``default_callbacks=True``: what ``omniformer-train`` runs with (its callbacks, see
+    :func:`train_callbacks`, and its loggers, writing into ``root_dir``).
     """
-    from omniformer.callbacks import Throughput
-
     extra: list[L.Callback] = []
     loggers: list | bool = False
     if default_callbacks:
-        for node in (cfg.get("callbacks") or {}).values():
-            if node is not None and not str(node.get("_target_", "")).endswith("ModelCheckpoint"):
-                extra.append(instantiate(node))
-        extra.append(Throughput())
+        extra = train_callbacks(cfg, root_dir)
         loggers = [instantiate(node, save_dir=root_dir) for node in (cfg.get("logger") or [])] or False
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in extra)
+    progress = any(isinstance(c, ProgressBar) for c in extra)
     return instantiate(
         cfg.trainer,
         accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -301,8 +323,8 @@ def lightning_trainer(
         max_epochs=-1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        enable_checkpointing=False,
-        enable_progress_bar=default_callbacks,
+        enable_checkpointing=checkpointing,
+        enable_progress_bar=progress,
         enable_model_summary=default_callbacks,
         logger=loggers,
         callbacks=[*extra, *callbacks],
