@@ -20,21 +20,38 @@ FORMAT_VERSION = 1
 SECTION = "omniformer"
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; one clear error if it is missing, unsafe or foreign."""
+def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with one clear error for missing, unsafe or broken files.
+
+    ``weights_only`` unpickles tensors and plain containers only: a file crafted to run code when
+    unpickled (a ``__reduce__`` payload) is refused before anything in it executes. ``mmap`` maps
+    the tensors instead of reading them (cheap when only the metadata is needed).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"refusing to load {path}: it holds objects that need arbitrary code to unpickle, which a "
             f"weights-only load does not run ({reason})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path} is not a readable checkpoint: {err}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        if mmap and "mmap" in str(err):  # a legacy (non-zip) file cannot be mapped; read it instead
+            return safe_torch_load(path, mmap=False)
+        size = path.stat().st_size
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({size} bytes; truncated or corrupt?): "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+        ) from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; one clear error if it is missing, unsafe or foreign."""
+    path = Path(path).expanduser()
+    checkpoint = safe_torch_load(path)
     if not isinstance(checkpoint, dict) or SECTION not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(
             f"{path} is not an omniformer checkpoint (it has no '{SECTION}' section); "

@@ -1,0 +1,203 @@
+"""Writing checkpoints so that a crash never leaves a broken one, and deciding when to write them.
+
+:class:`AtomicCheckpointIO` is the Lightning ``CheckpointIO`` plugin every ``omniformer-train`` run
+uses. It serialises a checkpoint into a temporary file *beside* the target, flushes it to disk
+(``fsync``), and renames it over the target (``os.replace``, atomic on POSIX and Windows), then
+syncs the folder. A process killed at any moment — even by SIGKILL in the middle of writing —
+leaves either the previous complete file or the new complete file, never a truncated one; at
+worst a stray ``.last.ckpt.*.tmp`` remains, which the next save of that file removes.
+
+Lightning 2.6's own ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary file
+lives in the system temp folder; when that folder is on another filesystem than the run (the usual
+case on clusters: local ``/tmp``, shared scratch), the final move is a copy into the target path,
+which a kill can interrupt half-way, and nothing is fsynced.
+
+Loading goes through :func:`omniformer.checkpoint.safe_torch_load` (``weights_only=True``), so
+resuming (``ckpt_path=last``) refuses a file that would need arbitrary code to unpickle and names a
+truncated or corrupt file instead of failing deep inside ``torch.load``.
+
+:class:`RunCheckpoint` is the ``ModelCheckpoint`` that decides *when*: ``best.ckpt`` only right
+after a validation (so its weights are the ones the score was measured on), ``last.ckpt`` every
+``every_n_train_steps`` optimizer steps, after every validation and when training ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+from omniformer.checkpoint import safe_torch_load
+from omniformer.files import publish_mode
+
+log = logging.getLogger("omniformer")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """Temporary files a killed save of ``path`` may have left beside it."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` through a synced temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temporaries(path):  # left by a save that was killed
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            publish_mode(handle.fileno())
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` with crash-safe saves and weights-only loads (see the module docstring).
+
+    Remote paths (``s3://``...) fall back to Lightning's fsspec transaction.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        if not _is_local_file_protocol(path) or weights_only is False:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        return safe_torch_load(path)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every N steps, after validations and at the end; ``best.ckpt`` after validations.
+
+    Lightning's ``ModelCheckpoint(every_n_train_steps=N)`` would also judge the *best* checkpoint at
+    those steps, against the latest validation score — measured on older weights — and then skip
+    the save after the validation itself. Here the two are separate: the monitored metric is only
+    compared right after a validation, and ``last.ckpt`` holds everything needed to continue
+    (model, optimizer, schedule, loop counters, data-sampler position, the best-so-far record).
+
+    Args:
+        every_n_train_steps: write ``last.ckpt`` every this many optimizer steps (``None`` or 0:
+            only after validations and at the end).
+        **kwargs: as for ``ModelCheckpoint`` (``dirpath``, ``filename``, ``monitor``, ``mode``,
+            ``save_last``, ``save_top_k``...). ``every_n_epochs`` and ``train_time_interval``
+            are not supported (validations decide when the best is judged).
+    """
+
+    def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        for unsupported in ("every_n_epochs", "train_time_interval"):
+            if kwargs.get(unsupported) is not None:
+                raise ValueError(
+                    f"callbacks.checkpoint.{unsupported} is not supported by RunCheckpoint; use "
+                    "callbacks.checkpoint.every_n_train_steps (and trainer.val_check_interval for the best)"
+                )
+        if every_n_train_steps is not None and (
+            not isinstance(every_n_train_steps, int) or every_n_train_steps < 0
+        ):
+            raise ValueError(
+                f"callbacks.checkpoint.every_n_train_steps={every_n_train_steps!r} must be a positive "
+                "number of optimizer steps (or null)"
+            )
+        super().__init__(*args, **kwargs)
+        self.every_n_train_steps = every_n_train_steps or 0
+        self._last_saved_step: int | None = None  # global step of the latest last.ckpt
+        self._best_judged_step: int | None = None  # global step the best was last judged at
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with warnings.catch_warnings():
+            if trainer.ckpt_path is not None:  # resuming: the folder holds this run's checkpoints
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+
+    # -- when --------------------------------------------------------------------------------------
+    @staticmethod
+    def _may_save(trainer: L.Trainer) -> bool:
+        return not (trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking)
+
+    @staticmethod
+    def _validates_after_this_batch(trainer: L.Trainer) -> bool:
+        """Whether the fit loop runs a validation right after the current batch (whose end saves)."""
+        loop = trainer.fit_loop
+        try:
+            return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+        except Exception:  # private Lightning API: if it moves, save now (at worst twice)
+            return False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n = self.every_n_train_steps
+        if not n or not self._may_save(trainer) or trainer.global_step % n:
+            return
+        if trainer.fit_loop._should_accumulate() or self._validates_after_this_batch(trainer):
+            return  # mid-accumulation there is no new step; a validation's end saves instead
+        self.save_last_now(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._may_save(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self._after_validation(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._may_save(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self._after_validation(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._may_save(trainer):
+            self.save_last_now(trainer)
+
+    # -- what --------------------------------------------------------------------------------------
+    def _after_validation(self, trainer: L.Trainer) -> None:
+        """Judge the best on fresh metrics, then write last (again, if the best record changed)."""
+        improved = False
+        if self._best_judged_step != trainer.global_step:
+            before = (self.best_model_path, self.best_model_score)
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._best_judged_step = trainer.global_step
+            improved = (self.best_model_path, self.best_model_score) != before
+        # last.ckpt carries the best-so-far record: rewrite it when that changed at this step,
+        # otherwise a resume would compare later scores against an outdated best.
+        self.save_last_now(trainer, force=improved)
+
+    def save_last_now(self, trainer: L.Trainer, force: bool = False) -> str | None:
+        """Write ``last.ckpt`` now (unless it already holds this step); return its path."""
+        if not self.save_last:
+            return None
+        if self._last_saved_step == trainer.global_step and not force and self.last_model_path:
+            return self.last_model_path
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_saved_step = trainer.global_step
+        return self.last_model_path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "every_n_train_steps": self.every_n_train_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "every_n_train_steps"})

@@ -1,0 +1,260 @@
+"""Training loaders that resume mid-epoch exactly, for every map-style data module.
+
+A run resumed from a checkpoint written in the middle of an epoch must see the same remaining
+batches, in the same order, with the same augmentations, as the uninterrupted run. Lightning 2.6
+restores the epoch and batch counters but restarts a plain ``DataLoader`` from the beginning of a
+freshly shuffled epoch (and warns). :func:`make_resumable` wraps a data module's
+``train_dataloader()`` so that, for map-style datasets:
+
+* the order of an epoch is a pure function of ``(seed, epoch)`` — the same permutation as
+  ``torch.utils.data.DistributedSampler`` (so a 2-process run's global batches are a 1-process
+  run's batches), or the data module's own sampler (e.g. audio length buckets) re-seeded per epoch;
+* every sample is loaded under a torch / ``random`` / NumPy seed derived from ``(seed, epoch,
+  index)``, so random augmentations (crops, flips, SpecAugment-style crops) repeat exactly and do
+  not depend on the number of loader workers, nor consume the training step's random stream;
+* the loader is *stateful* (``state_dict`` / ``load_state_dict``, Lightning's protocol for resumable
+  loaders): the checkpoint records the epoch and how many batches of it were trained on, and a
+  resumed run skips exactly those.
+
+Iterable datasets (the language-model windows) are left alone: they resume on their own (batch
+``i`` depends only on ``(seed, i)`` and the data module starts at ``trainer.global_step``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
+
+_MASK = 2**63 - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (a simple polynomial hash; distinct inputs stay distinct)."""
+    seed = 0
+    for part in parts:
+        seed = (seed * 1_000_003 + int(part) + 1) & _MASK
+    return seed
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int):
+    """Run a block under ``seed`` for torch (CPU), ``random`` and NumPy, then restore their states."""
+    torch_state, py_state, np_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+class SeededDataset(Dataset):
+    """A map-style dataset indexed by ``(index, seed)``: item ``index`` is loaded under ``seed``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with seeded_rng(seed):
+            return self.dataset[index]
+
+
+class ResumableSampler(DistributedSampler):
+    """The epoch's order for this rank, as ``(index, sample seed)`` pairs, skipping what was trained on.
+
+    A ``DistributedSampler`` (so Lightning leaves it in place in multi-process runs) that also works
+    with one process. ``base`` decides the order of an epoch: ``RandomSampler`` → the seeded
+    permutation ``DistributedSampler`` uses; ``SequentialSampler`` → ``0..n-1``; anything else (e.g.
+    a length-bucketing sampler) → its own order, after ``set_epoch(epoch)`` and under a seed of
+    ``(seed, epoch)``. The order is then split across ranks exactly as ``DistributedSampler`` does.
+
+    Args:
+        dataset: the (unwrapped) map-style dataset.
+        base: the data module's sampler.
+        seed: the run's seed.
+        num_replicas: number of processes (ranks).
+        rank: this process's rank.
+        drop_last: drop the tail that does not divide evenly across ranks (else pad by repeating).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        base: Sampler | None,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        shuffle = isinstance(base, RandomSampler) or (isinstance(base, DistributedSampler) and base.shuffle)
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
+        known = base is None or isinstance(base, (RandomSampler, SequentialSampler, DistributedSampler))
+        self.base = None if known else base
+        self.skip = 0  # samples of this rank's share of the epoch to skip (set when resuming)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch``; a position restored for this epoch is kept."""
+        if epoch != self.epoch:
+            self.epoch, self.skip = epoch, 0
+
+    def epoch_order(self) -> list[int]:
+        """Every index of the dataset in the order of the current epoch (before the split by rank)."""
+        n = len(self.dataset)
+        if self.base is not None:
+            if hasattr(self.base, "set_epoch"):
+                self.base.set_epoch(self.epoch)
+            with seeded_rng(mix_seed(self.seed, self.epoch)):
+                order = [int(i) for i in self.base]
+            if sorted(order) != list(range(n)):
+                raise ValueError(
+                    f"{type(self.base).__name__} does not yield each of the {n} indices once per epoch; "
+                    "it cannot be resumed mid-epoch"
+                )
+            return order
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            return torch.randperm(n, generator=generator).tolist()
+        return list(range(n))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self.epoch_order()
+        if not self.drop_last:
+            padding = self.total_size - len(order)
+            order += (order * (padding // max(len(order), 1) + 1))[:padding]
+        else:
+            order = order[: self.total_size]
+        mine = order[self.rank : self.total_size : self.num_replicas]
+        start, self.skip = self.skip, 0
+        for index in mine[start:]:
+            yield index, mix_seed(self.seed, self.epoch, index)
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`SeededDataset` with a :class:`ResumableSampler` that remembers
+    its position: ``state_dict()`` is ``{"epoch", "batches"}`` (batches handed to the training loop
+    in that epoch), and ``load_state_dict`` makes the next iteration start right after them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_served = 0
+
+    def __iter__(self):
+        sampler: ResumableSampler = self.sampler
+        self.batches_served = sampler.skip // self.batch_size
+        for batch in super().__iter__():
+            self.batches_served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.sampler.epoch), "batches": int(self.batches_served)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler: ResumableSampler = self.sampler
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):  # the checkpoint was written after the epoch's last batch
+            epoch, batches = epoch + 1, 0
+        sampler.epoch = epoch
+        sampler.skip = batches * self.batch_size
+
+
+def resumable_loader(loader: DataLoader, seed: int, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    """``loader`` rebuilt as a :class:`ResumableLoader`, or ``loader`` itself when that is impossible
+    (iterable datasets resume on their own; a custom batch sampler is kept, with a warning)."""
+    if isinstance(loader, ResumableLoader) or not isinstance(loader, DataLoader):
+        return loader
+    if isinstance(loader.dataset, IterableDataset):
+        return loader
+    if loader.batch_size is None or type(loader.batch_sampler) is not BatchSampler:
+        warnings.warn(
+            f"the training loader uses a custom batch sampler ({type(loader.batch_sampler).__name__}); "
+            "a run resumed mid-epoch will not see exactly the batches the uninterrupted run saw "
+            "(resuming from end-of-epoch checkpoints is exact)",
+            stacklevel=2,
+        )
+        return loader
+    sampler = ResumableSampler(
+        loader.dataset, loader.sampler, seed, num_replicas=num_replicas, rank=rank, drop_last=False
+    )
+    options: dict[str, Any] = {
+        "batch_size": loader.batch_size,
+        "sampler": sampler,
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "drop_last": loader.drop_last,
+        "timeout": loader.timeout,
+        "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context,
+        "persistent_workers": loader.persistent_workers,
+        "pin_memory_device": loader.pin_memory_device,
+        "in_order": getattr(loader, "in_order", True),
+    }
+    if loader.num_workers > 0:
+        options["prefetch_factor"] = loader.prefetch_factor
+    return ResumableLoader(SeededDataset(loader.dataset), **options)
+
+
+def make_resumable(datamodule, seed: int) -> None:
+    """Wrap ``datamodule.train_dataloader`` (on this instance) so its loader resumes exactly.
+
+    The wrapped method reads the trainer's world size and rank when Lightning calls it (after the
+    process group exists). Nothing happens with ``trainer.overfit_batches`` (Lightning replaces the
+    sampler with a sequential one there) or for loaders :func:`resumable_loader` cannot rebuild.
+    """
+    original = datamodule.train_dataloader
+    if getattr(original, "_omniformer_resumable", False):
+        return
+
+    def train_dataloader():
+        loader = original()
+        trainer = datamodule.trainer
+        if trainer is not None and trainer.overfit_batches:
+            return loader
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return resumable_loader(loader, seed, num_replicas=world, rank=rank)
+
+    train_dataloader._omniformer_resumable = True
+    train_dataloader.__doc__ = original.__doc__
+    datamodule.train_dataloader = train_dataloader
+
+
+class RestoreLoaderState(L.Callback):
+    """Hands the loader position stored in a checkpoint to the resumed training loader.
+
+    Lightning loads stateful loaders' states while it sets up the training data after restoring a
+    checkpoint. A task whose ``configure_optimizers`` reads ``trainer.estimated_stepping_batches``
+    (every omniformer task: the schedule's length) makes Lightning set the data up *before* the
+    restore, so that moment passes with nothing to load; this callback loads the states when
+    training starts, before the first batch is drawn (the loader starts lazily).
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop
+        if getattr(loop, "_combined_loader_states_to_load", None) and loop._combined_loader is not None:
+            loop._load_combined_loader_states()

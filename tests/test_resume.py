@@ -1,0 +1,250 @@
+"""Exact resume: an interrupted-and-resumed run repeats the uninterrupted run's per-step losses.
+
+Runs are in-process (``omniformer.train.run``, the same code path as the CLI) on tiny configs; a
+crash is an exception raised at the start of a step, after the last checkpoint and before the next
+(what is on disk is what a SIGKILL would leave; tests/test_crash_safety.py kills real processes).
+Dropout and random augmentations are on, so the RNG handling is exercised too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from omniformer.resume import ResumableLoader, ResumableSampler, resumable_loader
+from omniformer.train import resolve_ckpt_path, run
+
+LM = [
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "model.dropout=0.1",
+    "data.block_size=16",
+    "data.batch_size=4",
+    "data.vocab_size=300",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=4",
+    "trainer.limit_val_batches=2",
+    "trainer.accelerator=cpu",
+    "trainer.log_every_n_steps=1",
+    "optim.warmup_steps=2",
+    "task.sample_tokens=0",
+    "callbacks.progress=null",
+    "callbacks.checkpoint.every_n_train_steps=3",
+    "test_after_fit=false",
+]
+
+
+def image_folder(root: Path, per_class: int = 14, size: int = 8) -> Path:
+    """Two classes of random RGB images (class ``b`` has a bright left half), PNG files."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = (rng.random((size, size, 3)) * 255).astype("uint8")
+            if name == "b":
+                pixels[:, : size // 2] = 255
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def image_args(root: Path) -> list[str]:
+    """ImageFolder classification: 20 training images, 5 batches of 4 per epoch, 3 epochs."""
+    return [
+        "task=image_classification",
+        "data=image_folder",
+        f"data.root={root}",
+        "data.image_size=8",
+        "data.patch_size=4",
+        "data.batch_size=4",
+        "data.eval_batch_size=8",
+        "data.val_size=4",
+        "data.test_size=4",
+        "data.num_workers=0",
+        "model.dim=32",
+        "model.depth=1",
+        "model.heads=2",
+        "model.dropout=0.1",
+        "trainer.max_epochs=3",
+        "trainer.accelerator=cpu",
+        "trainer.log_every_n_steps=1",
+        "optim.warmup_steps=2",
+        "callbacks.progress=null",
+        "test_after_fit=false",
+    ]
+
+
+class LossRecorder(L.Callback):
+    """Appends ``{"step", "epoch", "batch", "loss"}`` per optimizer step to a JSON-lines file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        row = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": batch_idx}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({**row, "loss": float(loss), "rank": trainer.global_rank}) + "\n")
+
+
+class CrashAt(L.Callback):
+    """At the start of the step after ``step`` optimizer steps: raise, SIGKILL or signal this process.
+
+    ``how``: ``raise`` | ``kill`` | ``SIGTERM`` | ``SIGINT``. Signals are sent once per ``marker``
+    file, so the resumed run (same command) is not stopped again.
+    """
+
+    def __init__(self, step: int, how: str = "raise", marker: str | None = None) -> None:
+        self.step, self.how, self.marker = step, how, marker
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        if self.marker is not None:
+            if Path(self.marker).exists():
+                return
+            Path(self.marker).touch()
+        if self.how == "raise":
+            raise RuntimeError(f"simulated crash at step {self.step}")
+        os.kill(os.getpid(), signal.SIGKILL if self.how == "kill" else getattr(signal, self.how))
+
+
+def record(path: Path) -> list[str]:
+    return ["+callbacks.record._target_=tests.test_resume.LossRecorder", f"+callbacks.record.path={path}"]
+
+
+def crash(step: int) -> list[str]:
+    return ["+callbacks.crash._target_=tests.test_resume.CrashAt", f"+callbacks.crash.step={step}"]
+
+
+def losses(path: Path) -> dict[int, float]:
+    """Optimizer step (1-based) → loss, from a LossRecorder file."""
+    return {row["step"]: row["loss"] for row in map(json.loads, path.read_text().splitlines())}
+
+
+def interrupted_and_resumed(tmp: Path, args: list[str], crash_step: int) -> tuple[dict, dict, dict]:
+    """Losses of the uninterrupted run, of the run that crashed, and of its resumption."""
+    run([*args, *record(tmp / "full.jsonl")], tmp / "full")
+    with pytest.raises(RuntimeError, match=f"simulated crash at step {crash_step}"):
+        run([*args, *record(tmp / "a.jsonl"), *crash(crash_step)], tmp / "run")
+    run([*args, *record(tmp / "b.jsonl"), "ckpt_path=last"], tmp / "run")
+    return losses(tmp / "full.jsonl"), losses(tmp / "a.jsonl"), losses(tmp / "b.jsonl")
+
+
+def assert_same_curve(full: dict, first: dict, resumed: dict, resumed_from: int) -> None:
+    assert min(resumed) == resumed_from + 1, f"the resumed run starts at step {min(resumed)}"
+    assert max(resumed) == max(full)
+    for step, loss in {**first, **resumed}.items():
+        assert loss == pytest.approx(full[step], abs=1e-4), f"step {step}: {loss} vs {full[step]}"
+
+
+def test_language_model_resume_repeats_the_uninterrupted_losses(tmp_path):
+    full, first, resumed = interrupted_and_resumed(tmp_path, LM, crash_step=7)
+    # last.ckpt was written at step 6 (every 3 steps); steps 7.. are recomputed after the resume.
+    assert_same_curve(full, first, resumed, resumed_from=6)
+    assert sorted(full) == list(range(1, 13))
+    # The CSV log keeps the history up to the checkpoint, once, and continues after it.
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle) if row["train_loss"]]
+    assert steps == list(range(12))
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["resumed_at_step"] == 6 and results["steps"] == 12
+
+
+@pytest.mark.parametrize(
+    ("every", "crash_step", "resumed_from"),
+    [(3, 7, 6), (5, 7, 5)],
+    ids=["mid-epoch", "end-of-epoch"],
+)
+def test_image_classification_resume_restores_the_sampler_position(tmp_path, every, crash_step, resumed_from):
+    # 5 batches per epoch: a checkpoint at step 6 is one batch into epoch 1; at step 5, epoch 0's end.
+    args = [
+        *image_args(image_folder(tmp_path / "images")),
+        f"callbacks.checkpoint.every_n_train_steps={every}",
+    ]
+    full, first, resumed = interrupted_and_resumed(tmp_path, args, crash_step)
+    assert sorted(full) == list(range(1, 16))
+    assert_same_curve(full, first, resumed, resumed_from)
+
+
+# -- the loader itself ------------------------------------------------------------------------------
+class NoisyItems(Dataset):
+    """Item i is ``i`` plus torch, ``random`` and NumPy noise (a stand-in for random augmentation)."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, index: int):
+        import random
+
+        return torch.tensor([float(index), torch.rand(()).item(), random.random(), float(np.random.rand())])
+
+
+def test_loader_order_and_augmentation_depend_only_on_seed_epoch_and_index():
+    def batches(workers: int, epoch: int = 0):
+        base = DataLoader(NoisyItems(), batch_size=3, shuffle=True, num_workers=workers)
+        loader = resumable_loader(base, seed=7)
+        loader.sampler.set_epoch(epoch)
+        return [b for b in loader]
+
+    single, workers = batches(0), batches(2)
+    assert isinstance(
+        resumable_loader(DataLoader(NoisyItems(), batch_size=3, shuffle=True), 7), ResumableLoader
+    )
+    assert all(torch.equal(a, b) for a, b in zip(single, workers)) and len(single) == 4
+    assert sorted(torch.cat(single)[:, 0].int().tolist()) == list(range(10))  # a permutation
+    assert not torch.equal(torch.cat(single), torch.cat(batches(0, epoch=1)))  # a new order per epoch
+
+
+def test_loader_state_skips_exactly_the_trained_batches():
+    loader = resumable_loader(DataLoader(NoisyItems(), batch_size=3, shuffle=True), seed=7)
+    loader.sampler.set_epoch(2)
+    everything = list(loader)
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    assert state == {"epoch": 2, "batches": 2}
+    fresh = resumable_loader(DataLoader(NoisyItems(), batch_size=3, shuffle=True), seed=7)
+    fresh.load_state_dict(state)
+    fresh.sampler.set_epoch(2)  # Lightning sets the epoch again: the restored position is kept
+    rest = list(fresh)
+    assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(rest, everything[2:]))
+    assert fresh.state_dict() == {"epoch": 2, "batches": 4}
+    done = resumable_loader(DataLoader(NoisyItems(), batch_size=3, shuffle=True), seed=7)
+    done.load_state_dict({"epoch": 2, "batches": 4})  # written after the epoch's last batch
+    assert done.sampler.epoch == 3 and done.sampler.skip == 0
+
+
+def test_two_ranks_split_the_single_process_order_like_distributed_sampler():
+    dataset = NoisyItems()
+    one = ResumableSampler(dataset, torch.utils.data.RandomSampler(dataset), seed=3)
+    ranks = [ResumableSampler(dataset, None, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    for sampler in (one, *ranks):
+        sampler.shuffle = True
+    order = [i for i, _ in one]
+    assert [i for i, _ in ranks[0]] == order[0::2] and [i for i, _ in ranks[1]] == order[1::2]
+    reference = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=3)
+    assert [i for i, _ in ranks[1]] == list(reference)
+    # a sample gets the same seed on whichever rank loads it
+    seeds = dict(one)
+    assert all(seeds[i] == s for r in ranks for i, s in r)
+
+
+def test_ckpt_path_last_and_auto(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"resume needs hydra\.run\.dir"):
+        resolve_ckpt_path("last", tmp_path)
+    assert resolve_ckpt_path("auto", tmp_path) is None  # first launch of a requeued job: fresh start
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert resolve_ckpt_path("auto", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert resolve_ckpt_path(None, tmp_path) is None
