@@ -10,7 +10,12 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from omniformer.checkpoint import checkpoint_artifacts, load_checkpoint, task_from_checkpoint
+from omniformer.checkpoint import (
+    checkpoint_artifacts,
+    checkpoint_config,
+    load_checkpoint,
+    task_from_checkpoint,
+)
 from omniformer.tokenizers.vocab import vocab_from_json
 
 
@@ -30,8 +35,13 @@ def generate_text(
     num_samples: int = 1,
     seed: int = 1337,
     device: str = "auto",
+    context_len: int | None = None,
 ) -> list[str]:
-    """Sample ``num_samples`` continuations of ``prompt`` from the language model in ``ckpt``."""
+    """Sample ``num_samples`` continuations of ``prompt`` from the language model in ``ckpt``.
+
+    ``context_len`` caps how many tokens the model sees (default: the training block size stored in
+    the checkpoint's config).
+    """
     checkpoint = load_checkpoint(ckpt)
     artifacts = checkpoint_artifacts(checkpoint)
     if "vocab.json" not in artifacts:
@@ -41,6 +51,8 @@ def generate_text(
     if not hasattr(task, "sample"):
         raise ValueError(f"{ckpt} was trained as {type(task).__name__}, which cannot generate text")
     task.temperature, task.top_k = temperature, top_k
+    stored = checkpoint_config(checkpoint).get("data", {}).get("block_size")
+    task.context_len = context_len or getattr(task, "context_len", None) or stored
     return [task.sample(vocab, prompt, max_new_tokens, seed=seed + i) for i in range(num_samples)]
 
 

@@ -30,18 +30,23 @@ def generate(
     modality: str = "text",
     head: str = "lm",
     generator: torch.Generator | None = None,
+    window: int | None = None,
 ) -> Tensor:
     """Continue ``ids`` (``B×N``) by ``max_new_tokens`` sampled ids; returns ``B×(N+max_new_tokens)``.
 
-    Keys and values are cached, so each new token costs one position of compute. When the sequence
-    outgrows the model's ``max_seq_len``, the cache is rebuilt from the most recent half window.
+    The model sees at most ``window`` tokens (default: its ``max_seq_len``; pass the training block
+    size, since positions beyond it were never trained). Keys and values are cached, so each new
+    token costs one position of compute; when the cache fills, it is rebuilt from the most recent
+    half window.
     """
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise ValueError(f"generate needs a non-empty B×N prompt, got shape {tuple(ids.shape)}")
     was_training = net.training
     net.eval()
     backbone = net.backbone
-    window = backbone.max_seq_len
+    window = min(window or backbone.max_seq_len, backbone.max_seq_len)
+    if window < 2:
+        raise ValueError(f"generation needs a context window of at least 2 tokens, got {window}")
     out = ids
     context = ids[:, -window:]
     cache = backbone.new_cache(ids.shape[0], window)

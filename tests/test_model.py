@@ -81,6 +81,15 @@ def test_generation_past_the_context_window_keeps_going():
     assert out.shape == (1, 25)
 
 
+def test_generation_never_looks_further_back_than_its_window():
+    net = lm(max_len=64).eval()
+    seen = []
+    net.tokenizers["text"].register_forward_hook(lambda m, args, out: seen.append(int(out.positions.max())))
+    out = generate(net, torch.randint(0, 23, (1, 3)), max_new_tokens=30, temperature=0.0, window=8)
+    assert out.shape == (1, 33)
+    assert max(seen) == 7  # positions 0..7: the training block, never beyond
+
+
 def test_top_k_sampling_only_draws_the_k_best():
     logits = torch.tensor([[0.0, 5.0, 4.0, -1.0, 3.0]])
     draws = {sample_next(logits, 1.0, 2).item() for _ in range(200)}

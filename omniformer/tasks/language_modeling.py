@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
@@ -27,6 +25,8 @@ class LanguageModelingTask(OmniTask):
         sample_tokens: how many tokens the end-of-fit sample generates (0 = no sample).
         temperature: sampling temperature of that sample.
         top_k: keep only the k most likely tokens when sampling.
+        context_len: the most tokens the model sees while sampling; set it to the training block
+            size (positions beyond it were never trained). ``None`` = the backbone's ``max_seq_len``.
     """
 
     def __init__(
@@ -39,11 +39,12 @@ class LanguageModelingTask(OmniTask):
         sample_tokens: int = 200,
         temperature: float = 0.8,
         top_k: int | None = 200,
+        context_len: int | None = None,
     ) -> None:
         super().__init__(net, optim)
         self.modality, self.head = modality, head
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
-        self.temperature, self.top_k = temperature, top_k
+        self.temperature, self.top_k, self.context_len = temperature, top_k, context_len
         # Token-weighted, so the epoch value is the exact mean over the whole validation split.
         self.val_loss = MeanMetric()
         self.sample_text: str | None = None
@@ -81,11 +82,14 @@ class LanguageModelingTask(OmniTask):
             raise ValueError("the sample prompt encodes to no tokens; give a non-empty prompt")
         generator = torch.Generator(device=self.device).manual_seed(seed)
         out = generate(
-            self.net, ids, max_new_tokens, self.temperature, self.top_k, self.modality, self.head, generator
+            self.net,
+            ids,
+            max_new_tokens,
+            self.temperature,
+            self.top_k,
+            self.modality,
+            self.head,
+            generator,
+            window=self.context_len,
         )
         return vocab.decode(out[0].tolist())
-
-
-def perplexity(loss: float) -> float:
-    """Perplexity ``exp(loss)`` of a mean cross-entropy in nats."""
-    return math.exp(loss)
