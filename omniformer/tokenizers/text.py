@@ -39,9 +39,25 @@ class TextTokenizer(nn.Module):
             nn.init.normal_(self.position_embedding.weight, std=0.01)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, ids: Tensor, mask: Tensor | None = None, start_pos: int = 0) -> Tokens:
-        """Embed ``ids`` (``B×N`` integers); ``start_pos`` offsets positions when decoding with a cache."""
+    def forward(
+        self, ids: Tensor, mask: Tensor | None = None, start_pos: int = 0, lengths: Tensor | None = None
+    ) -> Tokens:
+        """Embed ``ids`` (``B×N`` integers); ``start_pos`` offsets positions when decoding with a cache.
+
+        ``lengths`` (real tokens per row, for right-padded batches) sets ``Tokens.mask``: position
+        ``j`` of row ``i`` is real when ``j < lengths[i]``. Give ``mask`` or ``lengths``, not both.
+        """
         n = ids.shape[1]
+        if lengths is not None:
+            if mask is not None:
+                raise ValueError("give the text tokenizer either mask= or lengths=, not both")
+            lengths = torch.as_tensor(lengths, device=ids.device)
+            if lengths.shape != (ids.shape[0],):
+                raise ValueError(
+                    f"lengths must have shape ({ids.shape[0]},) to match ids of shape {tuple(ids.shape)}, "
+                    f"got {tuple(lengths.shape)}"
+                )
+            mask = torch.arange(n, device=ids.device)[None, :] < lengths[:, None]
         if start_pos + n > self.max_len:
             raise ValueError(f"text of {start_pos + n} tokens exceeds the tokenizer's max_len={self.max_len}")
         positions = torch.arange(start_pos, start_pos + n, device=ids.device).expand(ids.shape[0], n)
