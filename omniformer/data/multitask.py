@@ -1,0 +1,328 @@
+"""Several data modules as one, for multi-task training on a shared backbone.
+
+:class:`MultiTaskDataModule` wraps one data module per member task (text LM, MNIST, spoken
+digits...) and combines their loaders with Lightning's :class:`CombinedLoader`, so each training
+batch is a dict ``{member name: member batch}``:
+
+* ``sampling=proportional | uniform | weights`` — **one task per step**, drawn at random with
+  probabilities proportional to the members' training batches per epoch (examples-proportional
+  mixing, Raffel et al. 2020, T5), equal, or ``weights``. Every member's loader is wrapped in a
+  :class:`ScheduledLoader` that yields its next batch on the steps the seeded draw gives it and
+  ``None`` on the others (no batch is loaded for nothing); the combined batch holds one real entry.
+  A run with N steps trains on about ``p_i·N`` batches of member ``i``.
+* ``sampling=all`` — **every task every step**, combined as Lightning's ``mode`` says:
+  ``max_size_cycle`` (the epoch lasts as long as the longest loader; shorter ones start over),
+  ``min_size`` (stop with the shortest) or ``max_size`` (exhausted members give ``None``).
+
+Validation and test run every member in turn (``CombinedLoader`` mode ``sequential``). ``spec()``
+is the members' specs by name (``data_spec.<member>.num_classes``...), ``artifacts()`` their files
+prefixed by the member name (``mnist/classes.json``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.combined_loader import CombinedLoader
+
+SamplingKind = Literal["proportional", "uniform", "weights", "all"]
+ModeKind = Literal["max_size_cycle", "min_size", "max_size"]
+SAMPLING = ("proportional", "uniform", "weights", "all")
+MODES = ("max_size_cycle", "min_size", "max_size")
+
+
+def sampling_probabilities(
+    sampling: str,
+    names: Sequence[str],
+    sizes: Mapping[str, int] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """Probability of drawing each member at a step.
+
+    Args:
+        sampling: ``proportional`` (∝ ``sizes``), ``uniform`` or ``weights`` (∝ ``weights``).
+        names: the members.
+        sizes: training batches per epoch of each member (``proportional``).
+        weights: a non-negative weight per member, not all zero (``weights``).
+
+    Raises:
+        ValueError: an unknown mode, a weight that is negative, not a number, missing or for an
+            unknown member, or weights that are all zero (each naming the key and value).
+    """
+    if sampling == "uniform":
+        raw = {name: 1.0 for name in names}
+    elif sampling == "proportional":
+        if sizes is None:
+            raise ValueError("task.sampling=proportional needs the members' sizes")
+        raw = {name: float(sizes[name]) for name in names}
+    elif sampling == "weights":
+        if not weights:
+            raise ValueError(
+                "task.sampling=weights needs task.weights, a weight per task, e.g. "
+                f"task.weights='{{{', '.join(f'{n}: 1' for n in names)}}}'"
+            )
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ValueError(f"task.weights.{unknown[0]}: no such task (tasks: {', '.join(names)})")
+        raw = {}
+        for name in names:
+            if name not in weights:
+                raise ValueError(
+                    f"task.weights has no weight for task {name!r} (give every task one; 0 = never drawn)"
+                )
+            value = weights[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"task.weights.{name}={value!r}: must be a finite number >= 0")
+            if value < 0:
+                raise ValueError(f"task.weights.{name}={value}: sampling weights must be >= 0")
+            raw[name] = float(value)
+    else:
+        raise ValueError(f"task.sampling={sampling!r}; choose one of {', '.join(SAMPLING)}")
+    total = sum(raw.values())
+    if total <= 0:
+        shown = ", ".join(f"{k}={v:g}" for k, v in raw.items())
+        raise ValueError(
+            f"task.sampling={sampling}: the sampling weights are all zero ({shown}); no task would train"
+        )
+    return {name: value / total for name, value in raw.items()}
+
+
+class TaskSchedule:
+    """Which member trains at each step of an epoch: ``steps`` seeded draws with fixed probabilities.
+
+    The order of epoch ``e`` depends only on ``(seed, e)``, so a run repeats its task sequence.
+    """
+
+    def __init__(self, probabilities: Sequence[float], steps: int, seed: int) -> None:
+        if steps < 1:
+            raise ValueError(f"task.steps_per_epoch must be >= 1, got {steps}")
+        self.probabilities = torch.tensor(list(probabilities), dtype=torch.float64)
+        self.steps, self.seed = steps, seed
+        self._cache: tuple[int, list[int]] | None = None
+
+    def order(self, epoch: int) -> list[int]:
+        """Member index of every step of ``epoch``."""
+        if self._cache is None or self._cache[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            draws = torch.multinomial(self.probabilities, self.steps, replacement=True, generator=generator)
+            self._cache = (epoch, draws.tolist())
+        return self._cache[1]
+
+
+class ScheduledLoader:
+    """One member's loader as the ``CombinedLoader`` sees it in sampled mode.
+
+    Yields the member's next batch on the steps ``schedule`` gives it and ``None`` on every other
+    step, so all members have the same length and a step's combined batch holds exactly one real
+    batch. The member's own iterator survives epochs of the schedule and restarts (reshuffled) when
+    the member's loader is exhausted; endless loaders (LM windows) simply continue.
+
+    Args:
+        loader: the member's training loader.
+        schedule: the shared task schedule.
+        index: this member's index in the schedule.
+        name: the member's name (for messages).
+        epoch: returns the trainer's current epoch, or ``None`` outside a trainer (then each pass
+            over the loader is the next epoch).
+    """
+
+    def __init__(
+        self,
+        loader,
+        schedule: TaskSchedule,
+        index: int,
+        name: str,
+        epoch: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        self.loader, self.schedule, self.index, self.name, self.epoch = loader, schedule, index, name, epoch
+        self._member_iter: Iterator | None = None  # not `_iterator`: Lightning resets that name
+        self._passes = 0
+
+    def __len__(self) -> int:
+        return self.schedule.steps
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self.epoch()
+        order = self.schedule.order(self._passes if epoch is None else epoch)
+        self._passes += 1
+        return (self._next() if member == self.index else None for member in order)
+
+    def _next(self) -> Any:
+        if self._member_iter is None:
+            self._member_iter = iter(self.loader)
+        try:
+            return next(self._member_iter)
+        except StopIteration:
+            self._member_iter = iter(self.loader)
+            try:
+                return next(self._member_iter)
+            except StopIteration:
+                raise ValueError(f"task {self.name!r}: its training loader yields no batches") from None
+
+
+def loader_batches(name: str, datamodule: L.LightningDataModule, loader) -> int:
+    """Training batches in one epoch of a member's loader (``proportional`` sampling needs them).
+
+    Endless language-model windows have no length; their epoch is every training token seen once
+    as a target: ``len(train_ids) / (block_size · batch_size)`` batches.
+    """
+    try:
+        return max(len(loader), 1)
+    except TypeError:
+        pass
+    ids = getattr(datamodule, "train_ids", None)
+    block, batch = getattr(datamodule, "block_size", None), getattr(datamodule, "batch_size", None)
+    if ids is not None and block and batch:
+        return max(len(ids) // (block * batch), 1)
+    raise ValueError(
+        f"task {name!r}: its training loader has no length, so task.sampling=proportional cannot size it; "
+        "use task.sampling=uniform or task.sampling=weights"
+    )
+
+
+class MultiTaskDataModule(L.LightningDataModule):
+    """The data modules of several member tasks, combined with Lightning's ``CombinedLoader``.
+
+    Args:
+        members: member name → its data module (built by Hydra from ``data.members.<name>``).
+        sampling: ``proportional``, ``uniform`` or ``weights`` (one task per step, drawn with those
+            probabilities) or ``all`` (every task every step, combined as ``mode`` says).
+        weights: member name → sampling weight (``sampling=weights``); >= 0, not all zero.
+        mode: ``CombinedLoader`` mode with ``sampling=all``: ``max_size_cycle``, ``min_size`` or
+            ``max_size``.
+        steps_per_epoch: steps in one (sampled) epoch; ``None`` = the members' training batches added
+            up, so an epoch sees about as many batches as one pass over every member.
+        seed: seed of the task draws.
+    """
+
+    def __init__(
+        self,
+        members: Mapping[str, L.LightningDataModule],
+        sampling: SamplingKind = "proportional",
+        weights: Mapping[str, float] | None = None,
+        mode: ModeKind = "max_size_cycle",
+        steps_per_epoch: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("data.members is empty: list the tasks to train, e.g. tasks='[text_lm, mnist]'")
+        for name, member in members.items():
+            if not isinstance(member, L.LightningDataModule):
+                raise TypeError(
+                    f"data.members.{name} is a {type(member).__name__}, not a LightningDataModule; "
+                    "give it a _target_"
+                )
+        if sampling not in SAMPLING:
+            raise ValueError(f"task.sampling={sampling!r}; choose one of {', '.join(SAMPLING)}")
+        if mode not in MODES:
+            raise ValueError(
+                f"task.mode={mode!r}; choose one of {', '.join(MODES)} (CombinedLoader's 'sequential' mode "
+                "cannot train: Lightning's fit loop refuses it)"
+            )
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise ValueError(f"task.steps_per_epoch must be >= 1 (or null), got {steps_per_epoch}")
+        self.members = dict(members)
+        self.names = list(self.members)
+        self.sampling, self.mode, self.steps_per_epoch, self.seed = sampling, mode, steps_per_epoch, seed
+        self.weights = None if weights is None else {str(k): v for k, v in dict(weights).items()}
+        if sampling == "weights" or weights is not None:
+            sampling_probabilities("weights", self.names, weights=self.weights)  # bad weights fail first
+        self.probabilities: dict[str, float] | None = None
+
+    # -- Lightning ----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        for member in self.members.values():
+            member.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        for member in self.members.values():
+            if member.trainer is None and self.trainer is not None:
+                member.trainer = self.trainer
+            member.setup(stage)
+
+    def spec(self) -> dict[str, dict]:
+        """Each member's ``spec()`` under its name: ``data_spec.<member>.<key>`` in the config."""
+        return {
+            name: dict(member.spec()) if hasattr(member, "spec") else {}
+            for name, member in self.members.items()
+        }
+
+    def artifacts(self) -> dict[str, str]:
+        """Every member's artifacts, as ``<member>/<file name>``."""
+        out = {}
+        for name, member in self.members.items():
+            if hasattr(member, "artifacts"):
+                out.update({f"{name}/{file}": text for file, text in member.artifacts().items()})
+        return out
+
+    def use_artifacts(self, artifacts: Mapping[str, str]) -> None:
+        """Hand each member back the artifacts saved under its name."""
+        for name, member in self.members.items():
+            mine = {k.split("/", 1)[1]: v for k, v in artifacts.items() if k.startswith(name + "/")}
+            if mine and hasattr(member, "use_artifacts"):
+                member.use_artifacts(mine)
+
+    def train_dataloader(self) -> CombinedLoader:
+        """One task per step (sampled) or every task every step (``sampling=all``)."""
+        for member in self.members.values():
+            if member.trainer is None and self.trainer is not None:
+                member.trainer = self.trainer
+        loaders = {name: member.train_dataloader() for name, member in self.members.items()}
+        if self.sampling == "all":
+            rank_zero_info(f"multi-task: every task every step ({', '.join(self.names)}), mode={self.mode}")
+            return CombinedLoader(loaders, mode=self.mode)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1:
+            raise ValueError(
+                f"task.sampling={self.sampling} draws one task per step and does not shard member loaders "
+                f"across {world} processes yet; use task.sampling=all (CombinedLoader shards DataLoaders) "
+                "or one device"
+            )
+        sizes = {name: loader_batches(name, self.members[name], loader) for name, loader in loaders.items()}
+        self.probabilities = sampling_probabilities(self.sampling, self.names, sizes, self.weights)
+        steps = self.steps_per_epoch or sum(sizes.values())
+        schedule = TaskSchedule([self.probabilities[n] for n in self.names], steps, self.seed)
+        shown = ", ".join(f"{n} {self.probabilities[n]:.3f} ({sizes[n]} batches/epoch)" for n in self.names)
+        rank_zero_info(
+            f"multi-task: one task per step, sampling={self.sampling}: {shown}; {steps} steps/epoch"
+        )
+        scheduled = {
+            name: ScheduledLoader(loader, schedule, i, name, self._trainer_epoch)
+            for i, (name, loader) in enumerate(loaders.items())
+        }
+        return CombinedLoader(scheduled, mode="min_size")
+
+    def _trainer_epoch(self) -> int | None:
+        return int(self.trainer.current_epoch) if self.trainer is not None else None
+
+    def _evaluation(self, split: str) -> CombinedLoader:
+        loaders = {}
+        for name, member in self.members.items():
+            method = getattr(type(member), f"{split}_dataloader", None)
+            if method is None or method is getattr(L.LightningDataModule, f"{split}_dataloader"):
+                continue  # this member has no such split (a language model has no test split)
+            loaders[name] = getattr(member, f"{split}_dataloader")()
+        return CombinedLoader(loaders, mode="sequential")
+
+    def val_dataloader(self) -> CombinedLoader:
+        """Every member's validation loader, one after the other (``dataloader_idx`` = member)."""
+        return self._evaluation("val")
+
+    def test_dataloader(self) -> CombinedLoader:
+        """The test loaders of the members that have a test split, one after the other."""
+        return self._evaluation("test")
+
+    def evaluation_names(self, split: str) -> list[str]:
+        """Member names in the order of ``dataloader_idx`` for ``split`` (``val`` or ``test``)."""
+        return [
+            name
+            for name, member in self.members.items()
+            if getattr(type(member), f"{split}_dataloader", None)
+            not in (None, getattr(L.LightningDataModule, f"{split}_dataloader"))
+        ]

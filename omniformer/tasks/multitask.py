@@ -1,0 +1,355 @@
+"""Multi-task training: one OmniModel, a tokenizer per modality, ONE shared backbone, a head per task.
+
+Each member task (``text_lm``, ``mnist``, ``spoken_digits``...) names the modality it reads, its
+head and its loss. The model holds one tokenizer per modality and one head per member; every member
+runs through the same :class:`~omniformer.backbone.Backbone`. Batches come from
+:class:`~omniformer.data.multitask.MultiTaskDataModule` as ``{member: batch}`` dicts (one member per
+step with sampled mixing, every member with ``sampling=all``); a step's loss is the weighted sum
+``Σ loss_weight_i · loss_i`` over the members present. Validation runs every member and logs
+``<member>/val_loss`` plus the member's own metrics (``<member>/val_acc``, ``<member>/val_ppl``),
+and ``val_loss`` = the same weighted sum of the members' validation losses.
+
+Multi-task learning across modalities on one network: Kaiser et al. 2017 ("One Model To Learn
+Them All"); examples-proportional task mixing: Raffel et al. 2020 (T5). A member is described in
+config by a ``conf/tasks/<name>.yaml`` file (data module, tokenizer, head, loss); see
+``docs/EXTENDING.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from omniformer.model import OmniModel
+from omniformer.tasks.base import OmniTask
+from omniformer.tasks.classification import check_labels
+from omniformer.tasks.optim import OptimSettings
+
+
+# --------------------------------------------------------------------------------------------- losses
+class MemberLoss:
+    """What a member's objective provides: the loss of a batch and the metrics to report.
+
+    Subclasses implement :meth:`step`; ``metrics`` builds the member's extra validation metrics
+    (besides the loss, which the task tracks), ``update`` feeds them.
+    """
+
+    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """``(mean loss, outputs, targets)`` of one batch."""
+        raise NotImplementedError
+
+    def weight(self, targets: Tensor) -> int:
+        """How many items the mean loss averages (tokens or samples): the validation loss's weight."""
+        return int(targets.numel())
+
+    def metrics(self, head: nn.Module) -> dict[str, Metric]:
+        """Extra metrics by short name (``acc``), logged as ``<member>/val_<name>``."""
+        return {}
+
+    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
+        """Feed one batch to the metrics."""
+        if len(metrics):
+            metrics.update(outputs, targets)
+
+    def derived(self, loss: Tensor) -> dict[str, Tensor]:
+        """Values computed from the epoch's mean loss (perplexity)."""
+        return {}
+
+    def check(self, batch: Any, head: nn.Module) -> None:
+        """Host-side checks of a batch before it moves to the device (labels in range)."""
+
+
+class ClassificationLoss(MemberLoss):
+    """Cross-entropy on ``(inputs, labels)`` or ``(inputs, lengths, labels)`` batches; top-1 accuracy.
+
+    Args:
+        label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        inputs, *lengths, labels = batch
+        extra = {"lengths": lengths[0]} if lengths else {}
+        logits = net(modality, head, inputs, **extra)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        return loss, logits, labels
+
+    def metrics(self, head: nn.Module) -> dict[str, Metric]:
+        classes = getattr(head, "num_classes", None)
+        if classes is None:
+            raise ValueError(
+                f"a classification member needs a head with num_classes, got {type(head).__name__}"
+            )
+        return {"acc": MulticlassAccuracy(classes, average="micro")}
+
+    def check(self, batch: Any, head: nn.Module) -> None:
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[-1], Tensor):
+            check_labels(batch[-1], head.num_classes)
+
+
+class LanguageModelingLoss(MemberLoss):
+    """Next-token cross-entropy on ``(inputs, targets)`` id windows (causal attention); perplexity."""
+
+    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        inputs, targets = batch
+        logits = net(modality, head, inputs, causal=True)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return loss, logits, targets
+
+    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
+        return None
+
+    def derived(self, loss: Tensor) -> dict[str, Tensor]:
+        return {"ppl": torch.exp(loss)}
+
+
+# --------------------------------------------------------------------------------------------- members
+@dataclass
+class Member:
+    """One member task: which tokenizer reads it, its head (named after the member), its loss.
+
+    Attributes:
+        modality: the tokenizer (by modality name) that reads this member's inputs.
+        loss: the member's objective.
+        loss_weight: this member's weight in each step's weighted sum of losses.
+    """
+
+    modality: str
+    loss: MemberLoss
+    loss_weight: float = 1.0
+
+
+def _build(node: Any, key: str) -> Any:
+    """``node`` itself when it is already built, else ``instantiate(node)`` (Hydra's error names the
+    ``_target_``); a mapping without ``_target_`` is an error naming ``key``."""
+    if isinstance(node, (DictConfig, Mapping)):
+        if "_target_" not in node:
+            raise ValueError(f"{key} needs a _target_ (the class or function that builds it)")
+        return instantiate(node)
+    return node
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two tokenizer configs are the same (configs compared as plain containers)."""
+    if isinstance(a, DictConfig):
+        a = OmegaConf.to_container(a, resolve=True)
+    if isinstance(b, DictConfig):
+        b = OmegaConf.to_container(b, resolve=True)
+    return isinstance(a, Mapping) and a == b
+
+
+class MultiTaskTask(OmniTask):
+    """Train several tasks, possibly of different modalities, through one shared backbone.
+
+    Args:
+        members: member name → ``{modality, tokenizer, head, loss, loss_weight}``. ``tokenizer``
+            (config or module) is that modality's tokenizer; members of the same modality may repeat
+            the same tokenizer config or leave it out (``null``), one tokenizer serves them all.
+            ``head`` (config or module) becomes ``net.heads[<member>]``; ``loss`` is a
+            :class:`MemberLoss` (or its config); ``loss_weight`` >= 0 weighs the member's loss.
+        backbone: the shared backbone (or its config).
+        optim: optimizer and schedule settings (or their config).
+        sampling: how the data module mixes members (``proportional``, ``uniform``, ``weights``,
+            ``all``); the data module reads it from here (``data.sampling: ${task.sampling}``).
+        weights: sampling weights by member (``sampling=weights``).
+        mode: ``CombinedLoader`` mode with ``sampling=all``.
+        steps_per_epoch: steps per sampled epoch (``None`` = the members' batches added up).
+
+    Raises:
+        ValueError: a member whose modality has no tokenizer, two different tokenizers for one
+            modality, a negative loss weight, or a member missing a head or loss.
+    """
+
+    def __init__(
+        self,
+        members: Mapping[str, Any],
+        backbone: Any,
+        optim: Any,
+        sampling: str = "proportional",
+        weights: Mapping[str, float] | None = None,
+        mode: str = "max_size_cycle",
+        steps_per_epoch: int | None = None,
+    ) -> None:
+        if not members:
+            raise ValueError("task.members is empty: list the tasks to train, e.g. tasks='[text_lm, mnist]'")
+        tokenizer_cfgs: dict[str, tuple[str, Any]] = {}
+        specs: dict[str, Member] = {}
+        heads: dict[str, nn.Module] = {}
+        for name, node in members.items():
+            key = f"task.members.{name}"
+            for required in ("modality", "head", "loss"):
+                if node.get(required) is None:
+                    raise ValueError(
+                        f"{key}.{required} is missing: a member needs a modality, a head and a loss"
+                    )
+            modality = str(node["modality"])
+            weight = float(node.get("loss_weight", 1.0))
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"{key}.loss_weight={weight}: must be a finite number >= 0")
+            tokenizer = node.get("tokenizer")
+            if tokenizer is not None:
+                if modality in tokenizer_cfgs and not (
+                    tokenizer is tokenizer_cfgs[modality][1] or _same(tokenizer, tokenizer_cfgs[modality][1])
+                ):
+                    other = tokenizer_cfgs[modality][0]
+                    raise ValueError(
+                        f"{key}.tokenizer differs from task.members.{other}.tokenizer, both for modality "
+                        f"{modality!r}: one tokenizer serves a modality. Drop one (tokenizer: null) or give "
+                        f"{name} its own modality name"
+                    )
+                tokenizer_cfgs.setdefault(modality, (name, tokenizer))
+            loss = _build(node["loss"], f"{key}.loss")
+            if not isinstance(loss, MemberLoss):
+                raise TypeError(f"{key}.loss is a {type(loss).__name__}, not a MemberLoss")
+            specs[name] = Member(modality, loss, weight)
+            heads[name] = _build(node["head"], f"{key}.head")
+        for name, member in specs.items():
+            if member.modality not in tokenizer_cfgs:
+                configured = ", ".join(sorted(tokenizer_cfgs)) or "none"
+                raise ValueError(
+                    f"task.members.{name}.modality={member.modality!r}: no tokenizer is configured for "
+                    f"modality {member.modality!r} (tokenizers: {configured}); add a tokenizer to "
+                    f"task.members.{name}"
+                )
+        if all(m.loss_weight == 0 for m in specs.values()):
+            raise ValueError("every task.members.*.loss_weight is 0: nothing would train")
+        tokenizers = {
+            modality: _build(cfg, f"task.members.{owner}.tokenizer")
+            for modality, (owner, cfg) in tokenizer_cfgs.items()
+        }
+        net = OmniModel(tokenizers, _build(backbone, "model.backbone"), heads)
+        optim = _build(optim, "optim")
+        if not isinstance(optim, OptimSettings):
+            raise TypeError(f"optim must be OptimSettings (or its config), got {type(optim).__name__}")
+        super().__init__(net, optim)
+        self.members = specs
+        self.sampling, self.weights, self.mode = sampling, dict(weights) if weights else None, mode
+        self.steps_per_epoch = steps_per_epoch
+        self.val_metrics = nn.ModuleDict(
+            {n: MetricCollection(m.loss.metrics(self.net.heads[n])) for n, m in specs.items()}
+        )
+        self.test_metrics = nn.ModuleDict(
+            {n: MetricCollection(m.loss.metrics(self.net.heads[n])) for n, m in specs.items()}
+        )
+        self.val_losses = nn.ModuleDict({n: MeanMetric() for n in specs})
+        self.test_losses = nn.ModuleDict({n: MeanMetric() for n in specs})
+        self._names: dict[str, list[str]] = {}
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Refuse data modules whose members differ from the task's; note the mixing."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        members = getattr(datamodule, "members", None)
+        if members is None:
+            return
+        missing = sorted(set(self.members) - set(members))
+        extra = sorted(set(members) - set(self.members))
+        if missing or extra:
+            raise ValueError(
+                "the multi-task data module and task disagree: "
+                + (f"no data for task(s) {missing} (data.members.<name>); " if missing else "")
+                + (f"no task for data member(s) {extra} (task.members.<name>)" if extra else "")
+            )
+        for split in ("val", "test"):
+            if hasattr(datamodule, "evaluation_names"):
+                self._names[split] = datamodule.evaluation_names(split)
+        heads = ", ".join(
+            f"{n} ({m.modality} → heads.{n}, weight {m.loss_weight:g})" for n, m in self.members.items()
+        )
+        rank_zero_info(
+            f"multi-task: {heads}; tokenizers: {', '.join(self.net.tokenizers)}; one shared backbone"
+        )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Check every classification member's labels while they are on the host."""
+        if isinstance(batch, Mapping):
+            for name, part in batch.items():
+                if part is not None and name in self.members:
+                    self.members[name].loss.check(part, self.net.heads[name])
+        return batch
+
+    # -- training -------------------------------------------------------------------------------------
+    def member_loss(self, name: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, outputs, targets)`` of member ``name`` on its ``batch``."""
+        member = self.members[name]
+        return member.loss.step(self.net, member.modality, name, batch)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        total: Tensor | None = None
+        for name, part in batch.items():
+            if part is None:
+                continue
+            loss, _, targets = self.member_loss(name, part)
+            size = int(targets.shape[0])
+            self.log(f"{name}/train_loss", loss, batch_size=size)
+            weighted = self.members[name].loss_weight * loss
+            total = weighted if total is None else total + weighted
+        if total is None:
+            raise RuntimeError(f"training batch {batch_idx} holds no member batch (every entry is None)")
+        self.log("train_loss", total, prog_bar=True, batch_size=1)
+        return total
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def _member_for(self, split: str, dataloader_idx: int) -> str:
+        names = self._names.get(split) or list(self.members)
+        return names[dataloader_idx]
+
+    def _evaluate(self, split: str, batch: Any, dataloader_idx: int) -> None:
+        name = self._member_for(split, dataloader_idx)
+        member = self.members[name]
+        loss, outputs, targets = self.member_loss(name, batch)
+        metrics = (self.val_metrics if split == "val" else self.test_metrics)[name]
+        losses = (self.val_losses if split == "val" else self.test_losses)[name]
+        member.loss.update(metrics, outputs, targets)
+        losses.update(loss, weight=member.loss.weight(targets))
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate("val", batch, dataloader_idx)
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate("test", batch, dataloader_idx)
+
+    def _log_epoch(self, split: str) -> None:
+        metrics_by = self.val_metrics if split == "val" else self.test_metrics
+        losses_by = self.val_losses if split == "val" else self.test_losses
+        total, seen = None, False
+        for name, member in self.members.items():
+            losses = losses_by[name]
+            if not losses.update_called:
+                continue  # this member has no such split (or ran no batch)
+            loss = losses.compute()
+            values = {f"{name}/{split}_loss": loss}
+            for key, value in member.loss.derived(loss).items():
+                values[f"{name}/{split}_{key}"] = value
+            if len(metrics_by[name]):
+                for key, value in metrics_by[name].compute().items():
+                    values[f"{name}/{split}_{key}"] = value
+                metrics_by[name].reset()
+            losses.reset()
+            self.log_dict(values, add_dataloader_idx=False)
+            weighted = member.loss_weight * loss
+            total = weighted if total is None else total + weighted
+            seen = True
+        if seen:
+            self.log(f"{split}_loss", total, prog_bar=(split == "val"), add_dataloader_idx=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
