@@ -124,7 +124,7 @@ def test_rotary_preserves_norms_and_depends_only_on_relative_position():
         ({"dim": 30, "heads": 4}, "model.heads=4 must divide model.dim=30"),
         ({"norm": "batchnorm"}, "model.norm='batchnorm'"),
         ({"mlp": "relu"}, "model.mlp='relu'"),
-        ({"init": "xavier"}, "model.init='xavier'"),
+        ({"init": "orthogonal"}, "model.init='orthogonal'"),
     ],
 )
 def test_bad_arguments_fail_with_the_key_named(kwargs, message):

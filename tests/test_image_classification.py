@@ -87,6 +87,15 @@ def test_task_refuses_labels_outside_the_head():
         task.on_before_batch_transfer((images, torch.tensor([0, 7])), 0)
 
 
+def test_image_task_uses_xavier_init():
+    cfg = compose_train(["task=image_classification", "data=mnist"])
+    assert cfg.model.init == "xavier"
+    backbone = Backbone(dim=128, depth=2, heads=4, init="xavier")
+    qkv = backbone.blocks[0].attn.qkv.weight
+    assert qkv.std().item() == pytest.approx(math.sqrt(2 / (128 + 384)), rel=0.05)
+    assert backbone.blocks[1].mlp.proj.weight.std().item() == pytest.approx(math.sqrt(2 / 640), rel=0.05)
+
+
 # -- attention rollout -----------------------------------------------------------------------------
 def test_recomputed_attention_reproduces_the_fused_kernel():
     """The hook's weights times the values equal what SDPA computed inside the block."""
