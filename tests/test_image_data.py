@@ -258,6 +258,17 @@ def test_image_folder_flat_layout(tmp_path):
     assert json.loads(dm.artifacts()["classes.json"]) == ["blue", "green", "red"]
 
 
+def test_image_folder_datasets_survive_pickling(tmp_path):
+    """Loader workers started with ``spawn`` (macOS, Windows) receive the datasets pickled."""
+    dm = folder_dm(make_image_folder(tmp_path / "photos"), mean=[0.5] * 3, std=[0.2, 0.3, 0.4])
+    dm.setup("fit")
+    assert dm.mean == (0.5, 0.5, 0.5) and dm.std == (0.2, 0.3, 0.4)  # given stats are kept
+    for split in (dm.train_set, dm.val_set, dm.test_set):
+        copy = pickle.loads(pickle.dumps(split))
+        assert torch.equal(copy[0][0], split[0][0]) or split is dm.train_set  # train is augmented
+        assert copy[0][1] == split[0][1]
+
+
 def test_image_folder_split_folders_and_grayscale(tmp_path):
     root = tmp_path / "data"
     make_image_folder(root / "train", per_class=4)

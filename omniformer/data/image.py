@@ -217,10 +217,8 @@ class ImageDataModule(L.LightningDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.train_steps = _transform_steps(train_transforms, "data.train_transforms")
         self.eval_steps = _transform_steps(eval_transforms, "data.eval_transforms")
-        self.mean = None if mean is None else tuple(float(m) for m in mean)
-        self.std = None if std is None else tuple(float(s) for s in std)
-        if self.mean is None and self.default_mean is not None:
-            self.mean, self.std = self.default_mean, self.std or self.default_std
+        self.mean = self.default_mean if mean is None else tuple(float(m) for m in mean)
+        self.std = self.default_std if std is None else tuple(float(s) for s in std)
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"data.std must be positive, got {list(self.std)}")
         self.num_workers = num_workers
@@ -276,7 +274,8 @@ class ImageDataModule(L.LightningDataModule):
         source, test, val, classes = self._load_splits()
         self._adopt_classes(classes)
         if self.mean is None or self.std is None:
-            self.mean, self.std = self._estimate_stats(source)
+            mean, std = self._estimate_stats(source)
+            self.mean, self.std = self.mean or mean, self.std or std
         train_tf, eval_tf = self.transform(train=True), self.transform(train=False)
         if val is None:
             train_idx, val_idx = split_indices(len(source), self.val_size, self.split_seed)
@@ -491,12 +490,40 @@ class CIFAR100DataModule(CIFAR10DataModule):
     default_mean, default_std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
+def _identity(image: Any) -> Any:
+    return image
+
+
+class ImageReader:
+    """``ImageFolder`` loader: decode a file (errors name it) and convert it to 1 or 3 channels.
+
+    A small picklable object rather than a bound method or lambda, so loader workers started with
+    ``spawn`` (macOS, Windows) can receive the dataset.
+    """
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+
+    def __call__(self, path: str) -> Image.Image:
+        return convert_channels(load_image(path), self.channels, path, strict=False)
+
+
+class HasExtension:
+    """``is_valid_file`` for ``ImageFolder``: the file name ends with one of ``extensions``."""
+
+    def __init__(self, extensions: tuple[str, ...]) -> None:
+        self.extensions = extensions
+
+    def __call__(self, path: str) -> bool:
+        return path.lower().endswith(self.extensions)
+
+
 class _FixedClassFolder(datasets.ImageFolder):
     """``ImageFolder`` whose label order is given (the training split's), not re-derived per folder."""
 
     def __init__(self, root: Path, classes: list[str], loader: Callable, extensions: tuple[str, ...]):
         self._given = classes
-        super().__init__(str(root), loader=loader, is_valid_file=lambda p: p.lower().endswith(extensions))
+        super().__init__(str(root), loader=loader, is_valid_file=HasExtension(extensions))
 
     def find_classes(self, directory):
         present = class_folders(Path(directory))
@@ -563,9 +590,6 @@ class ImageFolderDataModule(ImageDataModule):
     def channels(self) -> int:
         return self._channels
 
-    def _read(self, path: str) -> Image.Image:
-        return convert_channels(load_image(path), self._channels, path, strict=False)
-
     def _check_folder(self, folder: Path, train: bool) -> list[str]:
         """Class names of ``folder``; errors for no classes or an empty class folder."""
         names = class_folders(folder)
@@ -595,13 +619,13 @@ class ImageFolderDataModule(ImageDataModule):
         if self.classes is not None:
             self._adopt_classes(classes)
             classes = self.classes
-        source = _FixedClassFolder(train_dir, classes, self._read, self.extensions)
+        source = _FixedClassFolder(train_dir, classes, ImageReader(self._channels), self.extensions)
         val = test = None
         for split in ("val", "test"):
             folder = self.root / split
             if nested and folder.is_dir():
                 self._check_folder(folder, train=False)
-                dataset = _FixedClassFolder(folder, classes, self._read, self.extensions)
+                dataset = _FixedClassFolder(folder, classes, ImageReader(self._channels), self.extensions)
                 val, test = (dataset, test) if split == "val" else (val, dataset)
         if self.skip_corrupt:
             for dataset in (source, val, test):
@@ -609,8 +633,8 @@ class ImageFolderDataModule(ImageDataModule):
                     self._drop_corrupt(dataset)
         if test is None:
             keep, held = split_indices(len(source), self.test_size, self.split_seed + 1, "data.test_size")
-            test = TransformedSubset(source, held, lambda image: image)
-            source = TransformedSubset(source, keep, lambda image: image)
+            test = TransformedSubset(source, held, _identity)
+            source = TransformedSubset(source, keep, _identity)
         return source, test, val, classes
 
     def _drop_corrupt(self, dataset: datasets.ImageFolder) -> None:
