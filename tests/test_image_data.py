@@ -129,7 +129,7 @@ def test_mnist_fixture_splits_spec_and_batches():
     assert labels.tolist() == FIXTURE_TEST_LABELS[:8]
     # Normalised with MNIST's statistics: background pixels are -0.1307/0.3081.
     assert images.min().item() == pytest.approx(-0.1307 / 0.3081, abs=1e-4)
-    held = sorted(FIXTURE_TRAIN_LABELS[i] for i in dm.val_set.indices)
+    held = sorted(FIXTURE_TRAIN_LABELS[i] for i in dm.val_set.dataset.indices)
     assert sorted(int(dm.val_set[i][1]) for i in range(4)) == held
     train_images, _ = next(iter(dm.train_dataloader()))
     assert train_images.shape == (8, 1, 28, 28)

@@ -273,16 +273,16 @@ class ImageDataModule(L.LightningDataModule):
             return
         source, test, val, classes = self._load_splits()
         self._adopt_classes(classes)
-        if self.mean is None or self.std is None:
-            mean, std = self._estimate_stats(source)
-            self.mean, self.std = self.mean or mean, self.std or std
-        train_tf, eval_tf = self.transform(train=True), self.transform(train=False)
         if val is None:
             train_idx, val_idx = split_indices(len(source), self.val_size, self.split_seed)
-            self.val_set = TransformedSubset(source, val_idx, eval_tf)
+            val = TransformedSubset(source, val_idx, _identity)
         else:
             train_idx = list(range(len(source)))
-            self.val_set = TransformedSubset(val, range(len(val)), eval_tf)
+        if self.mean is None or self.std is None:  # from training images only
+            mean, std = self._estimate_stats(TransformedSubset(source, train_idx, _identity))
+            self.mean, self.std = self.mean or mean, self.std or std
+        train_tf, eval_tf = self.transform(train=True), self.transform(train=False)
+        self.val_set = TransformedSubset(val, range(len(val)), eval_tf)
         self.train_set = TransformedSubset(source, train_idx, train_tf)
         self.test_set = None if test is None else TransformedSubset(test, range(len(test)), eval_tf)
         rank_zero_info(
