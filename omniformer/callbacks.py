@@ -33,10 +33,6 @@ class RunInfo(L.Callback):
         checkpoint["state_dict"] = clean_state_dict(checkpoint["state_dict"])
         checkpoint[SECTION] = {"format": FORMAT_VERSION, "config": self.config, "artifacts": self.artifacts}
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        # A checkpoint written by other code around a `torch.compile` wrapper still resumes.
-        checkpoint["state_dict"] = clean_state_dict(checkpoint["state_dict"])
-
 
 class StepSeed(L.Callback):
     """Seeds torch, ``random`` and NumPy before every training batch from ``(seed, rank, batch)``.

@@ -33,18 +33,32 @@ def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"refusing to load {path}: it holds objects that need arbitrary code to unpickle, which a "
-            f"weights-only load does not run ({reason})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        text = str(err)
+        skip = (
+            "Weights only load failed",
+            "Check the documentation",
+            "Please file",
+            "WeightsUnpickler error",
+        )
+        details = [
+            line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(skip)
+        ]
+        reason = details[0] if details else type(err).__name__
+        if "GLOBAL" in text or "Unsupported global" in text:
+            why = (
+                "it holds objects that need arbitrary code to unpickle, which a weights-only load never runs"
+            )
+        else:
+            why = "it is corrupt, or holds pickled objects that a weights-only load never runs"
+        raise ValueError(f"refusing to load {path}: {why} ({reason})") from None
+    except Exception as err:
         if mmap and "mmap" in str(err):  # a legacy (non-zip) file cannot be mapped; read it instead
             return safe_torch_load(path, mmap=False)
         size = path.stat().st_size
+        lines = str(err).strip().splitlines()
         raise ValueError(
             f"{path} is not a readable checkpoint ({size} bytes; truncated or corrupt?): "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+            f"{lines[0] if lines else type(err).__name__}"
         ) from None
 
 

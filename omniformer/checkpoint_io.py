@@ -23,67 +23,27 @@ after a validation (so its weights are the ones the score was measured on), ``la
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from omniformer.checkpoint import safe_torch_load
-from omniformer.files import publish_mode
+from omniformer.checkpoint import clean_state_dict, safe_torch_load
+from omniformer.files import atomic_torch_save
 
 log = logging.getLogger("omniformer")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def stale_temporaries(path: str | Path) -> list[Path]:
-    """Temporary files a killed save of ``path`` may have left beside it."""
-    path = Path(path)
-    return sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)`` through a synced temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in stale_temporaries(path):  # left by a save that was killed
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            publish_mode(handle.fileno())
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` with crash-safe saves and weights-only loads (see the module docstring).
 
-    Remote paths (``s3://``...) fall back to Lightning's fsspec transaction.
+    Remote paths (``s3://``...) are written through Lightning's fsspec transaction and read with
+    Lightning's loader, also weights-only.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -92,9 +52,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        if not _is_local_file_protocol(path) or weights_only is False:
-            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        return safe_torch_load(path)
+        """Always weights-only: resuming never unpickles code, whatever the caller asks for. State-dict
+        keys lose ``torch.compile``'s ``_orig_mod.`` infixes (a checkpoint written around a compile
+        wrapper resumes into the eager or the in-place compiled model)."""
+        if not _is_local_file_protocol(path):
+            checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        else:
+            checkpoint = safe_torch_load(path)
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+            checkpoint["state_dict"] = clean_state_dict(checkpoint["state_dict"])
+        return checkpoint
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -1,7 +1,13 @@
-"""Writing run outputs so a crash never leaves a half-written file."""
+"""Writing run outputs so a crash never leaves a half-written file.
+
+Every file is written to a temporary file in the same folder, flushed to disk (``fsync``) and
+renamed over its target (``os.replace`` is atomic), then the folder is synced so the rename itself
+survives a power cut. A process killed at any moment leaves the old file or the new one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -40,6 +46,45 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """Temporary files a killed save of ``path`` may have left beside it."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` through a synced temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temporaries(path):  # left by a save that was killed
+        stale.unlink(missing_ok=True)
+    import torch  # here, so that writing text files does not need it
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            publish_mode(handle.fileno())
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -313,7 +313,7 @@ def resume_command(run_dir: Path, overrides: list[str]) -> str:
     return "omniformer-train " + " ".join(shlex.quote(a) for a in args)
 
 
-def check_launch(run_dir: Path) -> None:
+def check_launch(run_dir: Path, run_dir_given: bool) -> None:
     """Every process of a multi-process launch (torchrun, srun) must write to one run folder.
 
     Hydra's default run folder is a timestamp, which differs between processes started a second
@@ -321,9 +321,7 @@ def check_launch(run_dir: Path) -> None:
     """
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     slurm = int(os.environ.get("SLURM_NTASKS", "1") or 1) if "SLURM_PROCID" in os.environ else 1
-    if max(world, slurm) <= 1 or not HydraConfig.initialized():
-        return
-    if not any(o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra):
+    if max(world, slurm) > 1 and not run_dir_given:
         raise ValueError(
             f"this is one of {max(world, slurm)} processes of a multi-process launch, but hydra.run.dir is "
             f"not set (this process would write to {run_dir}); add hydra.run.dir=<a folder every process "
@@ -372,7 +370,7 @@ def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -
 def main(cfg: DictConfig) -> float | None:
     """Train a model as configured; returns the monitored validation metric (for sweepers)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    check_launch(run_dir)
+    check_launch(run_dir, any(o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra))
     try:
         results = train(cfg, run_dir)
     except StopRequested as stop:
