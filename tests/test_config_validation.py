@@ -1,0 +1,212 @@
+"""Config validation: wrong types, unknown keys and impossible combinations fail before any data is
+read, each with a message naming the key and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from omniformer.config import DATA_SCHEMA_NAMES, ConfigError, check_train_config
+from omniformer.train import run
+from tests.conftest import compose_train
+
+CONF = Path(__file__).resolve().parents[1] / "omniformer" / "conf"
+IMAGE = ["task=image_classification", "data=mnist"]
+FOLDER = ["task=image_classification", "data=image_folder", "data.root=/photos"]
+AUDIO = ["task=audio_classification", "data=spoken_digits", "data.root=/fsdd"]
+
+# (overrides, the message that must appear)
+CASES = [
+    # wrong types
+    (
+        ["data.block_size=abc"],
+        "data.block_size='abc': Value 'abc' of type 'str' could not be converted to Integer",
+    ),
+    (
+        ["data.batch_size=1.5"],
+        "data.batch_size=1.5: Value '1.5' of type 'float' could not be converted to Integer",
+    ),
+    (
+        ["data.val_fraction=most"],
+        "data.val_fraction='most': Value 'most' of type 'str' could not be converted to Float",
+    ),
+    (
+        [*AUDIO, "data.sample_rate=fast"],
+        "data.sample_rate='fast': Value 'fast' of type 'str' could not be converted",
+    ),
+    ([*IMAGE, "data.download=maybe"], "data.download='maybe': Value 'maybe' is not a valid bool"),
+    ([*IMAGE, "data.image_size=big"], "data.image_size='big': expected a positive int or [height, width]"),
+    (
+        [*FOLDER, "data.patch_size=[8,0]"],
+        "data.patch_size=[8, 0]: expected a positive int or [height, width]",
+    ),
+    (["task.top_k=abc"], "task.top_k='abc': omniformer.tasks.LanguageModelingTask expects int | None"),
+    (["task.temperature=hot"], "task.temperature='hot': omniformer.tasks.LanguageModelingTask expects float"),
+    (
+        [*IMAGE, "task.net.heads.classifier.pool=max"],
+        "task.net.heads.classifier.pool='max': omniformer.heads.ClassificationHead expects one of 'cls', "
+        "'mean'",
+    ),
+    (
+        ["callbacks.checkpoint.every_n_train_steps=often"],
+        "callbacks.checkpoint.every_n_train_steps='often': omniformer.checkpoint_io.RunCheckpoint "
+        "expects int | None",
+    ),
+    (
+        ["callbacks.nonfinite.action=ignore"],
+        "callbacks.nonfinite.action='ignore': omniformer.callbacks.NonFiniteGuard expects one of "
+        "'stop', 'skip'",
+    ),
+    (["seed=abc"], "seed='abc': expected an int"),
+    (["compile=maybe"], "compile='maybe': expected true or false"),
+    (["ckpt_path=123"], "ckpt_path=123: expected a path, 'last', 'auto' or null"),
+    # unknown keys and targets
+    (["+data.blok_size=3"], "data.blok_size=3: unknown key for omniformer.data.TextDataModule"),
+    ([*IMAGE, "+data.img_size=32"], "data.img_size=32: unknown key for omniformer.data.MNISTDataModule"),
+    (
+        ["+task.label_smothing=0.1"],
+        "task.label_smothing=0.1: unknown key for omniformer.tasks.LanguageModelingTask",
+    ),
+    (
+        ["+trainer.use_distributed_samplr=false"],
+        "trainer.use_distributed_samplr=False: unknown key for lightning.Trainer",
+    ),
+    (["+callbacks.checkpoint.every_n_step=5"], "callbacks.checkpoint.every_n_step=5: unknown key for"),
+    (
+        ["task.net.tokenizers.text._target_=omniformer.tokenizers.Nope"],
+        "task.net.tokenizers.text._target_='omniformer.tokenizers.Nope': cannot be imported",
+    ),
+    # impossible combinations
+    (["model.dim=30"], "model.heads=4 must divide model.dim=30"),
+    (
+        ["model.dim=36", "model.heads=4"],
+        "model.dim=36, model.heads=4: rotary positions (model.rope=true) need an even head size, got 9",
+    ),
+    (["data.block_size=2048"], "data.block_size=2048 exceeds model.max_seq_len=1024"),
+    ([*IMAGE, "data.patch_size=5"], "data.patch_size=5: does not divide data.image_size=28"),
+    (
+        [*FOLDER, "data.image_size=[32,48]", "data.patch_size=[8,5]"],
+        "data.patch_size=[8, 5]: does not divide data.image_size=[32, 48]",
+    ),
+    (
+        [*IMAGE, "data.patch_size=1", "model.max_seq_len=512"],
+        "data.image_size=28, data.patch_size=1: 784 image tokens exceed model.max_seq_len=512",
+    ),
+    (
+        [*IMAGE, "model.dim=34", "model.heads=2", "model.rope=false"],
+        "model.dim=34: 2-D sin-cos image positions need a width divisible by 4",
+    ),
+    (
+        ["task=image_classification"],
+        "task.modality='image': the data (data._target_=omniformer.data.TextDataModule) yields text",
+    ),
+    (
+        ["task=audio_classification", "data=mnist"],
+        "task.modality='audio': the data (data._target_=omniformer.data.MNISTDataModule) yields image",
+    ),
+    (
+        ["task=text_classification", "data=shakespeare"],
+        "yields next-token windows for language modelling, not labelled texts",
+    ),
+    (
+        ["callbacks.checkpoint.monitor=val_acc"],
+        "callbacks.checkpoint.monitor='val_acc': LanguageModelingTask logs val_loss, val_ppl",
+    ),
+    (
+        [*IMAGE, "callbacks.checkpoint.monitor=val_accuracy"],
+        "callbacks.checkpoint.monitor='val_accuracy': ClassificationTask logs",
+    ),
+    (["trainer.max_steps=-1"], "trainer.max_steps=-1: language-model windows are sampled endlessly"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), CASES, ids=[" ".join(c[0])[-60:] for c in CASES])
+def test_each_bad_config_is_named_with_its_value(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        check_train_config(compose_train(overrides))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.dim=abc", "model.dim=abc"),
+        ("optim.lr=fast", "optim.lr=fast"),
+        ("trainer.max_steps=abc", "trainer.max_steps=abc"),
+        ("model.widht=3", "model.widht"),
+    ],
+)
+def test_groups_with_schemas_in_their_defaults_fail_while_composing(override, key):
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose_train([override])
+    assert key in str(caught.value)
+
+
+def test_every_problem_is_listed_in_one_error():
+    with pytest.raises(ConfigError) as caught:
+        check_train_config(compose_train(["model.dim=30", "data.block_size=abc", "compile=x"]))
+    message = str(caught.value)
+    for part in ("model.heads=4 must divide model.dim=30", "data.block_size='abc'", "compile='x'"):
+        assert part in message
+    assert len(caught.value.problems) >= 3  # and whatever interpolates them (task.context_len...)
+
+
+MATCHING_TASK = {
+    "mnist": "image_classification",
+    "fashion_mnist": "image_classification",
+    "cifar10": "image_classification",
+    "cifar100": "image_classification",
+    "image_folder": "image_classification",
+    "shakespeare": "language_modeling",
+    "textfile": "language_modeling",
+    "spoken_digits": "audio_classification",
+    "speech_commands": "audio_classification",
+    "audio_folder": "audio_classification",
+}
+
+
+def shipped_combinations() -> list[list[str]]:
+    """Every data option with its task, and every option of the other groups with the defaults."""
+    required = {
+        "image_folder": ["data.root=/x"],
+        "spoken_digits": ["data.root=/x"],
+        "audio_folder": ["data.root=/x"],
+        "textfile": ["data.path=/x"],
+        "text_csv": ["data.path=/x"],
+    }
+    combos = [
+        [f"task={task}", f"data={data}", *required.get(data, [])] for data, task in MATCHING_TASK.items()
+    ]
+    for group in ("experiment", "debug", "callbacks", "logger", "trainer", "model", "optim"):
+        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")):
+            combos.append([f"{group}={option}", *(["data.root=/x"] if option == "spoken_digits" else [])])
+    return combos
+
+
+@pytest.mark.parametrize("overrides", shipped_combinations(), ids=lambda o: " ".join(o))
+def test_the_shipped_configs_pass(overrides):
+    check_train_config(compose_train(overrides))
+
+
+def test_data_schemas_are_registered_for_the_defaults_lists():
+    from hydra.core.config_store import ConfigStore
+
+    from omniformer.config import register_schemas
+
+    register_schemas()
+    stored = ConfigStore.instance().repo["data"]
+    assert {f"{name}.yaml" for name in DATA_SCHEMA_NAMES} <= set(stored)
+
+
+def test_a_bad_config_fails_before_any_data_is_read(tmp_path):
+    missing = tmp_path / "no-such-corpus.txt"
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError, match=r"model\.heads=4 must divide model\.dim=30"):
+        run(
+            ["data=textfile", f"data.path={missing}", f"data.cache_dir={cache}", "model.dim=30"],
+            tmp_path / "run",
+        )
+    assert not cache.exists()  # the corpus was never looked for, nothing tokenised
+    assert not (tmp_path / "run" / "checkpoints").exists()

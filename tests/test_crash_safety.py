@@ -1,0 +1,276 @@
+"""Crash safety: kills during checkpoint writes, SIGTERM / Ctrl-C, non-finite losses, broken files.
+
+Every case checks that the checkpoint saved before the fault is still there and loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from omniformer.callbacks import NonFiniteLossError
+from omniformer.checkpoint import load_checkpoint, safe_torch_load
+from omniformer.checkpoint_io import AtomicCheckpointIO
+from omniformer.files import atomic_torch_save, stale_temporaries
+from omniformer.train import run
+from tests.conftest import REPO, run_cli
+from tests.test_resume import LM, losses, record
+
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+# -- atomic writes -----------------------------------------------------------------------------------
+def test_a_save_interrupted_mid_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 1, "w": torch.ones(4)}, target)
+    real_save = torch.save
+
+    def dies_half_way(obj, handle, *args, **kwargs):
+        real_save(obj, handle, *args, **kwargs)
+        handle.truncate(handle.tell() // 2)  # half a file on disk, then the "kill"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"step": 2, "w": torch.zeros(4)}, target)
+    monkeypatch.undo()
+    assert safe_torch_load(target)["step"] == 1  # the old file, whole
+    assert stale_temporaries(target) == []  # the half-written temporary was removed
+
+
+def test_a_stale_temporary_from_a_killed_save_is_removed_by_the_next_save(tmp_path):
+    target = tmp_path / "last.ckpt"
+    stale = tmp_path / ".last.ckpt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    AtomicCheckpointIO().save_checkpoint({"step": 3}, target)
+    assert not stale.exists() and safe_torch_load(target)["step"] == 3
+    assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # not left private like a temp file
+
+
+WRITER = """
+import sys, torch
+from omniformer.files import atomic_torch_save
+step = int(sys.argv[2])
+while True:  # rewrite a ~64 MB checkpoint until killed
+    step += 1
+    atomic_torch_save({"step": step, "w": torch.full((16_000_000,), float(step))}, sys.argv[1])
+"""
+
+
+def _kill_when_writing(proc: subprocess.Popen, target: Path, timeout: float = 120) -> Path:
+    """SIGKILL ``proc`` as soon as a temporary file beside ``target`` has data in it; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for tmp in stale_temporaries(target):
+            try:
+                if tmp.stat().st_size > 0:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(30)
+                    return tmp
+            except FileNotFoundError:
+                continue  # renamed between listing and stat
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) before a write was caught")
+        time.sleep(0.0005)
+    proc.kill()
+    raise AssertionError("no checkpoint write was caught in time")
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_writes_never_breaks_the_file(tmp_path):
+    """Five kills of a process that rewrites a 64 MB checkpoint; each leaves a complete file."""
+    target = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 0, "w": torch.zeros(1)}, target)
+    steps = [0]
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target), str(steps[-1])], cwd=REPO, env=CHILD_ENV
+        )
+        partial = _kill_when_writing(proc, target)
+        checkpoint = safe_torch_load(target)
+        assert checkpoint["step"] >= steps[-1]  # never lost a previously saved step
+        assert bool((checkpoint["w"] == checkpoint["step"]).all())  # and the file is whole
+        steps.append(checkpoint["step"])
+        assert partial.exists() or not partial.exists()  # the partial file may or may not remain
+    AtomicCheckpointIO().save_checkpoint({"step": -1}, target)
+    assert stale_temporaries(target) == []
+
+
+BIG_LM = [
+    a for a in LM if not a.startswith(("model.dim", "model.depth", "trainer.max_steps", "callbacks.ch"))
+]
+BIG_LM += [
+    "model.dim=256",
+    "model.depth=4",
+    "trainer.max_steps=30",
+    "callbacks.checkpoint.every_n_train_steps=1",
+]
+
+
+@pytest.mark.slow
+def test_killing_training_while_it_writes_last_ckpt_leaves_it_loadable_and_resumable(tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    args = [*BIG_LM, "task.sample_tokens=0", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omniformer.train", *args],
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not last.exists():  # let a first last.ckpt be written, then catch the next write
+        assert time.monotonic() < deadline and proc.poll() is None, "training never wrote last.ckpt"
+        time.sleep(0.01)
+    _kill_when_writing(proc, last)
+    checkpoint = load_checkpoint(last)  # weights-only, whole, with its config and vocabulary
+    assert 1 <= checkpoint["global_step"] < 30 and "vocab.json" in checkpoint["omniformer"]["artifacts"]
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+    run_cli("omniformer.train", *args, "ckpt_path=last")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["steps"] == 30 and results["resumed_at_step"] == checkpoint["global_step"]
+    assert stale_temporaries(last) == []
+
+
+# -- SIGTERM / Ctrl-C ----------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(("how", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_saves_a_resumable_checkpoint_and_prints_the_resume_command(tmp_path, how, code):
+    run_dir, curve = tmp_path / "run", tmp_path / "curve.jsonl"
+    signal_at = [
+        "+callbacks.crash._target_=tests.test_resume.CrashAt",
+        "+callbacks.crash.step=5",
+        f"+callbacks.crash.how={how}",
+        f"+callbacks.crash.marker={tmp_path / 'signalled'}",
+    ]
+    args = [*LM, "callbacks.checkpoint.every_n_train_steps=null", *record(curve), *signal_at]
+    proc = run_cli("omniformer.train", *args, f"hydra.run.dir={run_dir}", check=False)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert (
+        f"Training stopped by {how} after step 6. Checkpoint: {run_dir}/checkpoints/last.ckpt" in proc.stderr
+    )
+    # The signal came during step 6 (5 done): that step is finished, saved, and training stops.
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
+    assert "Traceback" not in proc.stderr
+    if how == "SIGINT":
+        return
+    # The printed command continues the run, and the losses are those of an uninterrupted run.
+    command = proc.stderr.split("Resume with:\n", 1)[1].strip().splitlines()[0]
+    argv = shlex.split(command)
+    assert argv[0] == "omniformer-train" and argv[-1] == "ckpt_path=last"
+    run_cli("omniformer.train", *argv[1:])
+    run(
+        [*LM, "callbacks.checkpoint.every_n_train_steps=null", *record(tmp_path / "full.jsonl")],
+        tmp_path / "full",
+    )
+    full, interrupted = losses(tmp_path / "full.jsonl"), losses(curve)
+    assert sorted(interrupted) == sorted(full) == list(range(1, 13))
+    for step in full:
+        assert interrupted[step] == pytest.approx(full[step], abs=1e-4), step
+
+
+# -- non-finite losses ---------------------------------------------------------------------------------
+class NaNAt(L.Callback):
+    """Makes the backbone's output NaN during the training step after ``step`` optimizer steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        def poison(module, inputs, output):
+            if module.training and trainer.global_step == self.step:
+                return output * float("nan")
+            return output
+
+        pl_module.net.backbone.register_forward_hook(poison)
+
+
+def nan_at(step: int) -> list[str]:
+    return ["+callbacks.nan._target_=tests.test_crash_safety.NaNAt", f"+callbacks.nan.step={step}"]
+
+
+def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError) as caught:
+        run([*LM, "trainer.max_steps=8", *nan_at(4)], tmp_path)
+    message = str(caught.value)
+    assert "non-finite loss or gradient at training step 4" in message
+    assert f"The last good checkpoint is {tmp_path}/checkpoints/last.ckpt" in message
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 4  # written after the validation at step 4; nothing after the NaN
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_skip_mode_drops_the_bad_step_counts_it_and_finishes(tmp_path):
+    results = run(
+        [*LM, *nan_at(4), "callbacks.nonfinite.action=skip", *record(tmp_path / "c.jsonl")], tmp_path
+    )
+    assert results["nonfinite_skipped_steps"] == 1 and results["steps"] == 12
+    curve = losses(tmp_path / "c.jsonl")
+    assert math.isnan(curve[5]) and all(math.isfinite(v) for s, v in curve.items() if s != 5)
+    weights = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    logged = (tmp_path / "logs" / "metrics.csv").read_text()
+    assert "nonfinite_skipped" in logged.splitlines()[0]
+
+
+def test_skip_mode_gives_up_after_max_skips(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"more than callbacks\.nonfinite\.max_skips=0 bad steps"):
+        run([*LM, *nan_at(2), "callbacks.nonfinite.action=skip", "callbacks.nonfinite.max_skips=0"], tmp_path)
+
+
+# -- broken files ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("good")
+    run([*LM, "trainer.max_steps=3"], run_dir)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def _broken_files(good: Path, folder: Path) -> dict[str, Path]:
+    data = good.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "zero-bytes": b"",
+        "random-bytes": os.urandom(4096),
+        "text": b"this is not a checkpoint\n",
+        "flipped-bytes": data[:1000] + bytes(b ^ 0xFF for b in data[1000:1400]) + data[1400:],
+    }
+    paths = {}
+    for name, content in cases.items():
+        paths[name] = folder / f"{name}.ckpt"
+        paths[name].write_bytes(content)
+    return paths
+
+
+def test_broken_checkpoint_files_are_named_and_refused(good_checkpoint, tmp_path):
+    for name, path in _broken_files(good_checkpoint, tmp_path).items():
+        with pytest.raises(ValueError) as caught:
+            load_checkpoint(path)
+        assert str(path) in str(caught.value), name
+        assert "not a readable checkpoint" in str(caught.value) or "refusing" in str(caught.value), name
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="is not an omniformer checkpoint"):
+        load_checkpoint(foreign)
+    assert load_checkpoint(good_checkpoint)["global_step"] == 3  # the good file is untouched
+
+
+def test_resuming_from_a_broken_last_ckpt_names_the_file_before_training(good_checkpoint, tmp_path):
+    paths = _broken_files(good_checkpoint, tmp_path)
+    for name in ("truncated", "zero-bytes"):
+        with pytest.raises(ValueError, match=f"{paths[name]} is not a readable checkpoint"):
+            run([*LM, f"ckpt_path={paths[name]}"], tmp_path / f"resume-{name}")
+        assert not (tmp_path / f"resume-{name}" / "checkpoints").exists(), name
