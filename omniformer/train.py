@@ -33,6 +33,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -369,8 +370,13 @@ def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Train a model as configured; returns the monitored validation metric (for sweepers)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    check_launch(run_dir, any(o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra))
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    # A multirun job's folder (the sweep's, e.g. from the submitit launcher) is fixed before it starts.
+    fixed = hydra_cfg.mode == RunMode.MULTIRUN or any(
+        o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra
+    )
+    check_launch(run_dir, fixed)
     try:
         results = train(cfg, run_dir)
     except StopRequested as stop:
