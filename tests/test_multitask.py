@@ -1,0 +1,424 @@
+"""Multi-task training: mixing (sampling weights, CombinedLoader modes), the shared backbone and
+per-task heads, per-task metrics, checkpoints, config composition and bad input."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.utilities.combined_loader import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from omniformer.backbone import Backbone
+from omniformer.data.multitask import (
+    MultiTaskDataModule,
+    ScheduledLoader,
+    TaskSchedule,
+    sampling_probabilities,
+)
+from omniformer.heads import ClassificationHead, LMHead
+from omniformer.tasks import OptimSettings
+from omniformer.tasks.multitask import ClassificationLoss, LanguageModelingLoss, MultiTaskTask
+from omniformer.tokenizers import ImagePatchTokenizer, TextTokenizer
+from tests.conftest import FIXTURES, compose_train, read_results, run_cli
+
+DIM, VOCAB = 32, 20
+
+
+class Counted(Dataset):
+    """A dataset that counts how many items were read (to prove unscheduled batches are never loaded)."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.inner, self.reads = TensorDataset(*tensors), 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        return self.inner[index]
+
+
+class Fake(L.LightningDataModule):
+    """A tiny in-memory data module: ``n`` training items in batches of ``batch``, 4 validation items."""
+
+    def __init__(self, kind: str, n: int = 8, batch: int = 4) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(n)
+        if kind == "text":
+            ids = torch.randint(VOCAB, (n + 4, 9), generator=g)
+            tensors = (ids[:, :-1], ids[:, 1:])
+        elif kind == "image":
+            tensors = (torch.randn(n + 4, 1, 8, 8, generator=g), torch.randint(3, (n + 4,), generator=g))
+        else:  # padded text classification: (ids, lengths, labels)
+            tensors = (
+                torch.randint(VOCAB, (n + 4, 6), generator=g),
+                torch.randint(2, 7, (n + 4,), generator=g),
+                torch.randint(2, (n + 4,), generator=g),
+            )
+        self.train_set = Counted(*(t[:n] for t in tensors))
+        self.val_set = TensorDataset(*(t[n:] for t in tensors))
+        self.batch, self.kind = batch, kind
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=self.batch, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=2)
+
+    def spec(self) -> dict:
+        return {"kind": self.kind}
+
+    def artifacts(self) -> dict[str, str]:
+        return {"info.txt": self.kind}
+
+
+class FakeWithTest(Fake):
+    def test_dataloader(self):
+        return DataLoader(self.val_set, batch_size=2)
+
+
+def members(**overrides) -> dict:
+    """Three members over two modalities: a text LM and a text classifier share the text tokenizer."""
+    base = {
+        "lm": {
+            "modality": "text",
+            "tokenizer": TextTokenizer(VOCAB, DIM, max_len=16),
+            "head": LMHead(DIM, VOCAB, tie_to="text"),
+            "loss": LanguageModelingLoss(),
+        },
+        "digits": {
+            "modality": "image",
+            "tokenizer": ImagePatchTokenizer(1, 8, 4, DIM),
+            "head": ClassificationHead(DIM, 3),
+            "loss": ClassificationLoss(label_smoothing=0.1),
+            "loss_weight": 2.0,
+        },
+        "sentiment": {
+            "modality": "text",
+            "tokenizer": None,  # the text tokenizer of `lm` serves it too
+            "head": ClassificationHead(DIM, 2),
+            "loss": ClassificationLoss(),
+        },
+    }
+    base.update(overrides)
+    return base
+
+
+def make_task(**kwargs) -> MultiTaskTask:
+    torch.manual_seed(0)
+    return MultiTaskTask(
+        kwargs.pop("members", None) or members(),
+        Backbone(DIM, 1, 2, max_seq_len=16),
+        OptimSettings(lr=1e-2, warmup_steps=0),
+        **kwargs,
+    )
+
+
+def make_data(sampling: str = "uniform", **kwargs) -> MultiTaskDataModule:
+    fakes = {"lm": Fake("text"), "digits": FakeWithTest("image", n=12), "sentiment": Fake("padded", n=4)}
+    return MultiTaskDataModule(fakes, sampling=sampling, **kwargs)
+
+
+def batch_of(data: MultiTaskDataModule) -> dict:
+    """One batch of every member (what a ``sampling=all`` step holds)."""
+    return {name: next(iter(member.train_dataloader())) for name, member in data.members.items()}
+
+
+# -- sampling -----------------------------------------------------------------------------------------
+def test_sampling_probabilities_proportional_uniform_and_weights():
+    names = ["a", "b", "c"]
+    assert sampling_probabilities("uniform", names) == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    sizes = {"a": 10, "b": 30, "c": 60}
+    assert sampling_probabilities("proportional", names, sizes) == pytest.approx(
+        {"a": 0.1, "b": 0.3, "c": 0.6}
+    )
+    weights = {"a": 1, "b": 0, "c": 3}
+    assert sampling_probabilities("weights", names, weights=weights) == pytest.approx(
+        {"a": 0.25, "b": 0, "c": 0.75}
+    )
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"a": -1, "b": 1}, r"task\.weights\.a=-1: sampling weights must be >= 0"),
+        ({"a": 0, "b": 0.0}, r"the sampling weights are all zero \(a=0, b=0\)"),
+        ({"a": 1, "b": 1, "zz": 1}, r"task\.weights\.zz: no such task"),
+        ({"a": 1}, r"task\.weights has no weight for task 'b'"),
+        ({"a": "lots", "b": 1}, r"task\.weights\.a='lots': must be a finite number"),
+        (None, r"task\.sampling=weights needs task\.weights"),
+    ],
+)
+def test_bad_sampling_weights_name_the_culprit(weights, message):
+    with pytest.raises(ValueError, match=message):
+        sampling_probabilities("weights", ["a", "b"], weights=weights)
+
+
+def test_bad_weights_fail_when_the_data_module_is_built():
+    with pytest.raises(ValueError, match=r"task\.weights\.digits=-2"):
+        make_data("weights", weights={"lm": 1, "digits": -2, "sentiment": 1})
+    with pytest.raises(ValueError, match="all zero"):
+        make_data("weights", weights={"lm": 0, "digits": 0, "sentiment": 0})
+    with pytest.raises(ValueError, match=r"task\.sampling='temperature'"):
+        make_data("temperature")
+    with pytest.raises(ValueError, match="'sequential' mode cannot train"):
+        make_data("all", mode="sequential")
+
+
+def test_schedule_is_seeded_per_epoch_and_follows_the_probabilities():
+    schedule = TaskSchedule([0.2, 0.8], steps=2000, seed=3)
+    first = schedule.order(0)
+    assert first == TaskSchedule([0.2, 0.8], steps=2000, seed=3).order(0)
+    assert first != schedule.order(1)
+    share = Counter(first)[0] / len(first)
+    assert 0.17 < share < 0.23
+
+
+# -- CombinedLoader ------------------------------------------------------------------------------------
+def test_sampled_mode_gives_one_task_per_step_and_loads_only_what_trains():
+    data = make_data("weights", weights={"lm": 1, "digits": 0, "sentiment": 3}, steps_per_epoch=40)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    assert isinstance(loader, CombinedLoader)
+    steps = list(loader)
+    assert len(steps) == 40
+    drawn = Counter()
+    for batch, _, _ in steps:
+        present = [name for name, part in batch.items() if part is not None]
+        assert len(present) == 1
+        drawn[present[0]] += 1
+    assert drawn["digits"] == 0 and drawn["lm"] + drawn["sentiment"] == 40
+    assert data.members["digits"].train_set.reads == 0  # never drawn, never read
+    # the 4-item sentiment set (one batch per pass) restarts whenever it runs out
+    assert data.members["sentiment"].train_set.reads == 4 * drawn["sentiment"]
+    assert data.probabilities == pytest.approx({"lm": 0.25, "digits": 0.0, "sentiment": 0.75})
+
+
+def test_proportional_sampling_uses_training_batches_per_epoch():
+    data = make_data("proportional")
+    loader = data.train_dataloader()
+    assert data.probabilities == pytest.approx({"lm": 2 / 6, "digits": 3 / 6, "sentiment": 1 / 6})
+    iter(loader)
+    assert len(loader) == 6  # steps per epoch = the members' batches added up
+
+
+@pytest.mark.parametrize(("mode", "length"), [("max_size_cycle", 3), ("min_size", 1), ("max_size", 3)])
+def test_all_tasks_every_step_in_each_combined_loader_mode(mode, length):
+    data = make_data("all", mode=mode)
+    loader = data.train_dataloader()
+    steps = [batch for batch, _, _ in loader]
+    assert len(steps) == length
+    assert all(set(batch) == {"lm", "digits", "sentiment"} for batch in steps)
+    missing = sum(part is None for batch in steps for part in batch.values())
+    # lm has 2 batches, digits 3, sentiment 1: max_size pads the exhausted ones with None
+    assert missing == {"max_size_cycle": 0, "min_size": 0, "max_size": 1 + 2}[mode]
+
+
+def test_scheduled_loader_has_the_schedule_length_and_none_elsewhere():
+    schedule = TaskSchedule([0.5, 0.5], steps=10, seed=0)
+    loader = ScheduledLoader([1, 2, 3], schedule, index=0, name="x")
+    out = list(loader)
+    assert len(loader) == 10 and len(out) == 10
+    served = [v for v in out if v is not None]
+    assert served and served == [1, 2, 3] * (len(served) // 3) + [1, 2, 3][: len(served) % 3]
+    assert [v is not None for v in out] == [i == 0 for i in schedule.order(0)]
+
+
+def test_evaluation_runs_every_member_in_turn_and_skips_missing_test_splits():
+    data = make_data()
+    val = data.val_dataloader()
+    assert val._mode == "sequential" and list(val.iterables) == ["lm", "digits", "sentiment"]
+    test = data.test_dataloader()
+    assert list(test.iterables) == ["digits"] and data.evaluation_names("test") == ["digits"]
+    assert data.spec() == {
+        "lm": {"kind": "text"},
+        "digits": {"kind": "image"},
+        "sentiment": {"kind": "padded"},
+    }
+    assert data.artifacts()["digits/info.txt"] == "image"
+
+
+# -- the model -----------------------------------------------------------------------------------------
+def test_one_tokenizer_per_modality_one_backbone_one_head_per_task():
+    task = make_task()
+    assert set(task.net.tokenizers) == {"text", "image"}
+    assert set(task.net.heads) == {"lm", "digits", "sentiment"}
+    assert task.net.heads["lm"].proj.weight is task.net.tokenizers["text"].embedding.weight
+
+
+def test_a_step_touches_every_head_and_the_backbone_gets_gradients_from_every_task():
+    task, data = make_task(), make_data("all")
+    batch = batch_of(data)
+    optimizer = task.configure_optimizers()["optimizer"]
+    # classifier heads start at zero (no gradient reaches the backbone through them yet): one step first
+    optimizer.zero_grad()
+    task.training_step(batch, 0).backward()
+    for name in ("lm", "digits", "sentiment"):
+        head_grads = [p.grad for p in task.net.heads[name].parameters()]
+        assert all(g is not None for g in head_grads) and any(g.abs().sum() > 0 for g in head_grads), name
+    optimizer.step()
+    for name, part in batch.items():
+        task.zero_grad(set_to_none=True)
+        loss, _, _ = task.member_loss(name, part)
+        loss.backward()
+        backbone = [p.grad for p in task.net.backbone.parameters()]
+        assert all(g is not None for g in backbone) and sum(g.abs().sum() for g in backbone) > 0, name
+        for other in set(batch) - {name}:
+            if other == "lm" and name == "sentiment":
+                continue  # the LM head is the text embedding, which the sentiment task uses
+            assert all(p.grad is None for p in task.net.heads[other].parameters()), (name, other)
+
+
+def test_the_step_loss_is_the_weighted_sum_of_the_members_losses():
+    task, data = make_task(), make_data("all")
+    batch = batch_of(data)
+    with torch.no_grad():
+        total = task.training_step(batch, 0)
+        parts = {name: task.member_loss(name, part)[0] for name, part in batch.items()}
+    expected = parts["lm"] + 2.0 * parts["digits"] + parts["sentiment"]
+    torch.testing.assert_close(total, expected)
+    only = {"lm": None, "digits": batch["digits"], "sentiment": None}
+    with torch.no_grad():
+        torch.testing.assert_close(task.training_step(only, 0), 2.0 * parts["digits"])
+
+
+def test_fit_logs_metrics_per_task_and_checkpoints_every_tokenizer_and_head(tmp_path):
+    task, data = make_task(sampling="all"), make_data("all")
+    trainer = L.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    before = {k: v.detach().clone() for k, v in task.net.named_parameters()}
+    trainer.fit(task, datamodule=data)
+    metrics = trainer.validate(task, datamodule=data, verbose=False)[0]
+    for name in ("lm", "digits", "sentiment"):
+        assert f"{name}/val_loss" in metrics
+    assert "digits/val_acc" in metrics and "sentiment/val_acc" in metrics and "lm/val_ppl" in metrics
+    weighted = metrics["lm/val_loss"] + 2 * metrics["digits/val_loss"] + metrics["sentiment/val_loss"]
+    assert metrics["val_loss"] == pytest.approx(weighted, rel=1e-5)
+    tested = trainer.test(task, datamodule=data, verbose=False)[0]
+    assert set(tested) == {"digits/test_loss", "digits/test_acc", "test_loss"}
+    # (the LM head is the text embedding: named_parameters lists it once, as tokenizers.text)
+    for prefix in ("tokenizers.text", "heads.digits", "heads.sentiment", "tokenizers.image", "backbone"):
+        assert any(
+            not torch.equal(v, before[k]) for k, v in task.net.named_parameters() if k.startswith(prefix)
+        )
+    path = tmp_path / "all.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)["state_dict"]
+    for key in ("tokenizers.text", "tokenizers.image", "heads.lm", "heads.digits", "heads.sentiment"):
+        assert any(k.startswith(f"net.{key}.") for k in state), key
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+def test_a_task_whose_modality_has_no_tokenizer_is_named():
+    bad = members(
+        speech={"modality": "audio", "head": ClassificationHead(DIM, 2), "loss": ClassificationLoss()}
+    )
+    with pytest.raises(ValueError) as err:
+        make_task(members=bad)
+    message = str(err.value)
+    assert "task.members.speech.modality='audio'" in message
+    assert "no tokenizer is configured for modality 'audio' (tokenizers: image, text)" in message
+
+
+def test_two_different_tokenizers_for_one_modality_and_bad_members_fail():
+    clash = members(sentiment={**members()["sentiment"], "tokenizer": TextTokenizer(VOCAB, DIM)})
+    with pytest.raises(
+        ValueError, match=r"task\.members\.sentiment\.tokenizer differs from task\.members\.lm\.tokenizer"
+    ):
+        make_task(members=clash)
+    with pytest.raises(ValueError, match=r"task\.members\.digits\.loss_weight=-1\.0"):
+        make_task(members=members(digits={**members()["digits"], "loss_weight": -1}))
+    with pytest.raises(ValueError, match=r"task\.members\.digits\.head is missing"):
+        make_task(members=members(digits={**members()["digits"], "head": None}))
+
+
+def test_data_and_task_members_must_match():
+    task, data = make_task(), MultiTaskDataModule({"lm": Fake("text"), "other": Fake("image")})
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False)
+    with pytest.raises(
+        ValueError, match=r"no data for task\(s\) \['digits', 'sentiment'\].*no task for data member"
+    ):
+        trainer.fit(task, datamodule=data)
+
+
+# -- configs and the CLI ------------------------------------------------------------------------------
+def test_config_composes_members_from_the_tasks_group():
+    cfg = compose_train(["task=multitask", "tasks=[text_lm, mnist, spoken_digits]", "task.sampling=uniform"])
+    assert list(cfg.data.members) == ["text_lm", "mnist", "spoken_digits"]
+    assert list(cfg.task.members) == ["text_lm", "mnist", "spoken_digits"]
+    assert cfg.data._target_.endswith("MultiTaskDataModule") and cfg.data.sampling == "uniform"
+    assert cfg.data.members.mnist._target_ == "omniformer.data.MNISTDataModule"
+    assert cfg.task.members.spoken_digits.modality == "audio"
+    one = compose_train(["task=multitask", "tasks=[mnist]"])
+    assert list(one.task.members) == ["mnist"] and list(one.data.members) == ["mnist"]
+    both = compose_train(["task=multitask", "tasks=[text_lm, movie_reviews]"])
+    assert both.task.members.movie_reviews.modality == "review_text"
+
+
+MULTI_TINY = [
+    "task=multitask",
+    "tasks=[text_lm, mnist, spoken_digits]",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "data.members.text_lm.block_size=16",
+    "data.members.text_lm.batch_size=4",
+    "data.members.text_lm.vocab_size=300",
+    f"data.members.mnist.root={FIXTURES / 'mnist'}",
+    "data.members.mnist.val_size=4",
+    "data.members.mnist.batch_size=4",
+    f"data.members.spoken_digits.root={FIXTURES / 'fsdd'}",
+    "data.members.spoken_digits.val_takes=1",
+    "data.members.spoken_digits.batch_size=2",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.limit_val_batches=2",
+    "trainer.accelerator=cpu",
+    "callbacks.progress=null",
+]
+
+
+@pytest.mark.slow
+def test_multitask_cli_on_text_images_and_audio(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli("omniformer.train", *MULTI_TINY, "task.sampling=proportional", f"hydra.run.dir={run_dir}")
+    results = read_results(run_dir)
+    for key in (
+        "text_lm/val_loss",
+        "text_lm/val_ppl",
+        "mnist/val_acc",
+        "spoken_digits/val_acc",
+        "mnist/test_acc",
+    ):
+        assert key in results, key
+    assert results["steps"] == 6
+    for name in ("text_lm/vocab.json", "mnist/classes.json", "spoken_digits/classes.json"):
+        assert (run_dir / name).is_file(), name
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    state = checkpoint["state_dict"]
+    for part in ("tokenizers.text", "tokenizers.image", "tokenizers.audio", "heads.text_lm", "heads.mnist"):
+        assert any(k.startswith(f"net.{part}.") for k in state), part
+    assert "mnist/classes.json" in checkpoint["omniformer"]["artifacts"]
+
+
+def test_multitask_cli_refuses_bad_weights_before_training(tmp_path):
+    proc = run_cli(
+        "omniformer.train",
+        *MULTI_TINY,
+        "task.sampling=weights",
+        "task.weights={text_lm: 1, mnist: -1, spoken_digits: 1}",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "task.weights.mnist=-1: sampling weights must be >= 0" in proc.stdout + proc.stderr

@@ -1,0 +1,218 @@
+"""Text classification: the lengths→mask tokenizer argument, the data module's readers, split,
+vocabulary, batches and errors, and a tiny end-to-end run on real movie reviews."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import omniformer.data.text_classification as tc
+from omniformer.data.text_classification import TextClassificationDataModule, pad_batch, sort_classes
+from omniformer.tokenizers import TextTokenizer
+from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data, read_results, run_cli
+
+REVIEWS = FIXTURES / "movie_reviews"
+TINY = [
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "trainer.accelerator=cpu",
+    "callbacks.progress=null",
+    "trainer.enable_model_summary=false",
+]
+
+
+def small(path: Path = REVIEWS, **kwargs) -> TextClassificationDataModule:
+    """A data module over the 6 fixture reviews: 2 train / 2 val / 2 test, a 300-id vocabulary."""
+    options = dict(vocab_size=300, max_length=32, val_fraction=0.34, test_fraction=0.34, batch_size=4)
+    return TextClassificationDataModule(str(path), **{**options, **kwargs})
+
+
+# -- tokenizer ---------------------------------------------------------------------------------------
+def test_text_tokenizer_lengths_set_the_mask_and_keep_the_old_behaviour():
+    tokenizer = TextTokenizer(10, 8)
+    ids = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    tokens = tokenizer(ids, lengths=torch.tensor([3, 2]))
+    assert tokens.mask.tolist() == [[True, True, True, False], [True, True, False, False]]
+    assert tokens.positions.tolist() == [[0, 1, 2, 3]] * 2
+    plain = tokenizer(ids)
+    assert plain.mask is None
+    torch.testing.assert_close(plain.x, tokens.x)
+    with pytest.raises(ValueError, match="either mask= or lengths="):
+        tokenizer(ids, mask=torch.ones(2, 4, dtype=torch.bool), lengths=torch.tensor([3, 2]))
+    with pytest.raises(ValueError, match=r"lengths must have shape \(2,\)"):
+        tokenizer(ids, lengths=torch.tensor([3, 2, 1]))
+
+
+# -- data --------------------------------------------------------------------------------------------
+def test_folder_layout_split_is_stratified_deterministic_and_independent_of_the_seed():
+    torch.manual_seed(0)
+    first = small()
+    first.setup()
+    torch.manual_seed(123)
+    second = small()
+    second.setup()
+    assert first.classes == ["neg", "pos"]
+    for split in ("train_set", "val_set", "test_set"):
+        a, b = getattr(first, split), getattr(second, split)
+        assert sorted(a.labels) == [0, 1], split  # one review of each class per split
+        assert all(torch.equal(x, y) for x, y in zip(a.ids, b.ids))
+    assert first.spec() == {
+        "vocab_size": 300,
+        "num_classes": 2,
+        "class_names": ["neg", "pos"],
+        "max_length": 32,
+    }
+
+
+def test_vocabulary_is_trained_on_the_training_split_only(monkeypatch):
+    seen = {}
+    real = tc.train_vocab
+
+    def spy(kind, text, size):
+        seen["text"] = text
+        return real(kind, text, size)
+
+    monkeypatch.setattr(tc, "train_vocab", spy)
+    data = small()
+    data.setup()
+    reviews = {p.read_text(): p for p in REVIEWS.rglob("*.txt")}
+    used = [text for text in reviews if text in seen["text"]]
+    assert len(used) == 2  # the two training reviews, neither validation nor test text
+    held_out = [data.vocab.decode(ids.tolist()) for ids in data.val_set.ids + data.test_set.ids]
+    assert not any(text[:40] in seen["text"] for text in held_out)
+
+
+def test_batches_are_padded_ids_lengths_labels_and_long_documents_are_cropped():
+    data = small(max_length=8, keep="head", train_crop="same")
+    data.setup()
+    ids, lengths, labels = next(iter(data.val_dataloader()))
+    assert ids.dtype == torch.long and ids.shape == (2, 8)
+    assert lengths.tolist() == [8, 8] and sorted(labels.tolist()) == [0, 1]
+    full = data.encode(next(iter((REVIEWS / "neg").glob("cv506*.txt"))).read_text())
+    assert len(full) > 8
+    tail = small(max_length=8, keep="tail")
+    tail.setup()
+    assert not torch.equal(tail.val_set[0][0], data.val_set[0][0])
+    batch = pad_batch([(torch.tensor([5, 6, 7]), 1), (torch.tensor([9]), 0)])
+    assert batch[0].tolist() == [[5, 6, 7], [9, 0, 0]] and batch[1].tolist() == [3, 1]
+
+
+def test_random_training_crops_are_windows_of_the_document():
+    data = small(max_length=8, train_crop="random")
+    data.setup()
+    ids = data.train_set.ids[0]
+    torch.manual_seed(1)
+    crops = {tuple(data.train_set[0][0].tolist()) for _ in range(20)}
+    assert len(crops) > 1
+    text = ids.tolist()
+    for crop in crops:
+        assert any(tuple(text[i : i + 8]) == crop for i in range(len(text) - 7))
+
+
+def test_csv_and_jsonl_with_configured_keys(tmp_path):
+    rows = [
+        (
+            f"{'great' if i % 2 else 'dull'} film number {i} , {'loved' if i % 2 else 'hated'} it",
+            5 if i % 2 else 1,
+        )
+        for i in range(12)
+    ]
+    csv_path = tmp_path / "reviews.csv"
+    csv_path.write_text("review,stars\n" + "\n".join(f'"{t}",{s}' for t, s in rows) + "\n")
+    jsonl_path = tmp_path / "reviews.jsonl"
+    jsonl_path.write_text("\n".join(json.dumps({"body": t, "y": s}) for t, s in rows) + "\n")
+    for path, text_key, label_key in ((csv_path, "review", "stars"), (jsonl_path, "body", "y")):
+        data = small(path, text_key=text_key, label_key=label_key, val_fraction=0.2, test_fraction=0.2)
+        data.setup()
+        assert data.classes == ["1", "5"]
+        assert len(data.train_set) + len(data.val_set) + len(data.test_set) == 12
+    assert sort_classes(["10", "2", "1"]) == ["1", "2", "10"]
+    assert sort_classes(["pos", "neg"]) == ["neg", "pos"]
+
+
+@pytest.mark.parametrize(
+    ("content", "options", "message"),
+    [
+        ("text,label\nhello,1\n", {"text_key": "review"}, "data.text_key='review': .*has no such column"),
+        ('{"text": "a", "label": 1}\nnot json\n', {}, r"reviews\.jsonl:2 is not valid JSON"),
+        ('{"text": "a"}\n', {}, r"data.label_key='label': .*reviews\.jsonl:1 has no such key"),
+    ],
+)
+def test_bad_tables_name_the_key_file_and_line(tmp_path, content, options, message):
+    suffix = ".csv" if content.startswith("text,") else ".jsonl"
+    path = tmp_path / f"reviews{suffix}"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        small(path, **options).setup()
+
+
+def test_bad_paths_and_settings_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        small(tmp_path / "nope").setup()
+    (tmp_path / "only" / "pos").mkdir(parents=True)
+    shutil.copy(next(REVIEWS.glob("pos/*.txt")), tmp_path / "only" / "pos" / "a.txt")
+    with pytest.raises(ValueError, match="need at least 2"):
+        small(tmp_path / "only", val_fraction=0.1, test_fraction=0.1).setup()
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        small(tmp_path / "data.txt").resolved_format()
+    with pytest.raises(ValueError, match=r"data\.keep="):
+        small(keep="middle")
+    with pytest.raises(ValueError, match="both splits are needed"):
+        small(test_fraction=0.0)
+
+
+def test_artifacts_round_trip_and_prediction_inputs():
+    data = small()
+    data.setup()
+    artifacts = data.artifacts()
+    assert json.loads(artifacts["classes.json"]) == ["neg", "pos"]
+    fresh = small()
+    fresh.use_artifacts(artifacts)
+    assert fresh.classes == ["neg", "pos"] and fresh.vocab.to_json() == data.vocab.to_json()
+    ids, lengths = fresh.load_inputs(sorted(REVIEWS.glob("*/*.txt"))[:2])
+    assert ids.shape[0] == 2 and int(lengths.max()) <= 32
+
+
+def test_task_config_composes_with_both_data_configs():
+    cfg = compose_train(["task=text_classification", "data=movie_reviews"])
+    assert cfg.task.modality == "text" and cfg.task.net.tokenizers.text._target_.endswith("TextTokenizer")
+    assert cfg.callbacks.checkpoint.monitor == "val_acc"
+    csv = compose_train(["task=text_classification", "data=text_csv", "data.path=x.csv"])
+    assert csv.data.format == "auto" and csv.data.path == "x.csv"
+
+
+@pytest.mark.slow
+def test_tiny_run_on_fixture_reviews_reports_held_out_accuracy(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(
+        "omniformer.train",
+        "task=text_classification",
+        "data=movie_reviews",
+        f"data.path={REVIEWS}",
+        "data.vocab_size=300",
+        "data.max_length=32",
+        "data.val_fraction=0.34",
+        "data.test_fraction=0.34",
+        "trainer.max_epochs=2",
+        *TINY,
+        f"hydra.run.dir={run_dir}",
+    )
+    results = read_results(run_dir)
+    assert results["steps"] == 2 and 0 <= results["test_acc"] <= 1
+    assert json.loads((run_dir / "classes.json").read_text()) == ["neg", "pos"]
+
+
+@needs_shared_data("movie_reviews")
+def test_movie_reviews_corpus_reads_2000_reviews_in_an_80_10_10_split():
+    cfg = compose_train(["task=text_classification", "data=movie_reviews"])
+    data = TextClassificationDataModule(
+        str(SHARED_DATA / "movie_reviews"),
+        **{k: v for k, v in cfg.data.items() if k not in ("_target_", "path")},
+    )
+    items = data.read()
+    assert len(items) == 2000 and {label for _, label in items} == {"neg", "pos"}
