@@ -144,6 +144,8 @@ def test_smoke_suite_writes_a_valid_result(tmp_path):
     assert train["flops_per_token_counted"] == train["flops_per_token"]
     (ratio,) = [row for row in result["overhead"] if row["kind"] == "overhead"]
     assert ratio["variant"] == "lightning" and ratio["baseline"] == "plain" and ratio["ratio"] > 0
+    assert len(ratio["ratio_rounds"]) == 1 and ratio["ratio_paired"] == ratio["ratio_rounds"][0]
+    assert result["peak"]["flops_per_sec"] >= result["peak"]["flops_per_sec_end"]
     _check_png(tmp_path / result["plots"][0])
     assert "No published results" in (tmp_path / "RESULTS.md").read_text()
 
@@ -166,7 +168,8 @@ def _result(publish: bool = True) -> dict:
         "peak": {"device": "cpu", "dtype": "float32", "size": 2048, "flops_per_sec": 2e11},
         "settings": {"device": "cpu"}, "runs": [run],
         "overhead": [{"kind": "overhead", "workload": "text_lm", "model": "tiny", "variant": "lightning",
-                      "baseline": "plain", "ratio": 1.021, "ratio_median": 1.01, "steps": 300}],
+                      "baseline": "plain", "ratio": 1.03, "ratio_median": 1.01, "ratio_paired": 1.021,
+                      "ratio_rounds": [1.02, 1.022], "steps": 300}],
         "skipped": [], "plots": [],
     }  # fmt: skip
 
@@ -191,7 +194,7 @@ def test_markdown_lists_published_results_with_their_machine(tmp_path):
     page = render_markdown(tmp_path)
     assert "[`a.json`](results/a.json)" in page and "b.json" not in page
     assert "AMD EPYC, 2 cores" in page and "0.200 TFLOP/s" in page
-    assert "| 16,100 |" in page and "41.2%" in page and "**1.021**" in page
+    assert "| 16,100 |" in page and "41.2%" in page and "**1.021** | 1.02, 1.02 |" in page
 
 
 def test_gpu_suite_refuses_without_cuda_and_names_the_dry_run(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,7 +253,7 @@ def make_record(
         "mem_kind": m.mem_kind,
         "flops_per_token": flops,
         "flops_per_token_counted": case.flops_counted if mode == "train" else None,
-        "achieved_tflops": round(flops * tokens_per_sec / 1e12, 4),
+        "achieved_tflops": round(flops * tokens_per_sec / 1e12, 7),
         "mfu": round(mfu(flops, tokens_per_sec, ctx.peak_flops), 4),
         "host_syncs_per_step": None if m.host_syncs is None else round(m.host_syncs / max(m.steps, 1), 3),
     }
@@ -290,6 +291,7 @@ def overhead(
         loop, compiled = parsed[name]
         task = first if index == 0 else case.new_task()
         tasks[name] = _ready(task, loop, compiled, ctx.device)
+    per_round: dict[str, list[float]] = {}
     for round_ in range(rounds):
         order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
         for name in order:
@@ -298,6 +300,7 @@ def overhead(
             with sdpa_backend(ctx.sdpa):
                 m = _run(ctx, case, tasks[name], loop, "train", steps, warmup)
             results[name] = results[name].merge(m) if name in results else m
+            per_round.setdefault(name, []).append(m.mean_step)
             log.info("  %s: %.2f ms/step (median %.2f)", name, 1000 * m.mean_step, 1000 * m.median_step)
     runs = [
         make_record(ctx, case, results[name], experiment="overhead", variant=name, mode="train", compiled=c)
@@ -321,17 +324,32 @@ def overhead(
     for name, (loop, compiled) in parsed.items():
         baseline = "plain_compiled" if compiled else "plain"
         if name != baseline and baseline in results:
-            rows.append(_ratio_row(case, "overhead", name, baseline, results[name], results[baseline]))
+            rows.append(_ratio_row(case, "overhead", name, baseline, results, per_round, name, baseline))
         if compiled and loop in results:
             # eager over compiled step time: > 1 means compiling pays
-            rows.append(_ratio_row(case, "compile_speedup", name, loop, results[loop], results[name]))
+            rows.append(_ratio_row(case, "compile_speedup", name, loop, results, per_round, loop, name))
     del tasks, first
     _collect()
     return {"runs": runs, "overhead": rows}
 
 
-def _ratio_row(case: Case, kind: str, variant: str, baseline: str, a: Measurement, b: Measurement) -> dict:
-    """Step time of ``a`` over step time of ``b``, by mean (all steps) and by median."""
+def _ratio_row(
+    case: Case,
+    kind: str,
+    variant: str,
+    baseline: str,
+    results: dict[str, Measurement],
+    per_round: dict[str, list[float]],
+    numerator: str,
+    denominator: str,
+) -> dict:
+    """Step time of ``numerator`` over ``denominator``: by mean, by median, and paired by round.
+
+    ``ratio_paired`` is the median over rounds of the two variants' mean step times in the same
+    round (neighbours in time, so slow drifts of the machine's load cancel); it is the headline.
+    """
+    a, b = results[numerator], results[denominator]
+    paired = [x / y for x, y in zip(per_round[numerator], per_round[denominator])]
     return {
         "kind": kind,
         "workload": case.workload.name,
@@ -340,6 +358,8 @@ def _ratio_row(case: Case, kind: str, variant: str, baseline: str, a: Measuremen
         "baseline": baseline,
         "ratio": round(a.mean_step / b.mean_step, 4),
         "ratio_median": round(a.median_step / b.median_step, 4),
+        "ratio_paired": round(statistics.median(paired), 4),
+        "ratio_rounds": [round(r, 4) for r in paired],
         "steps": min(a.steps, b.steps),
     }
 

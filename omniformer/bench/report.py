@@ -85,6 +85,8 @@ OVERHEAD_FIELDS: dict[str, tuple[type, ...]] = {
     "baseline": (str,),
     "ratio": _NUMBER,
     "ratio_median": _NUMBER,
+    "ratio_paired": _NUMBER,
+    "ratio_rounds": (list,),
     "steps": (int,),
 }
 
@@ -159,7 +161,7 @@ def _machine_line(machine: Mapping[str, Any], peak: Mapping[str, Any]) -> str:
         f"{machine.get('memory_gib', '?')} GiB; device: {device}; torch {machine['torch']}, "
         f"Lightning {machine.get('lightning', '?')}. Measured peak: "
         f"{peak['flops_per_sec'] / 1e12:.3f} TFLOP/s ({peak['dtype']} {peak['size']}³ matmul, best of "
-        f"{peak.get('repeats', '?')})."
+        f"{peak.get('repeats', '?')} at the start and the end of the run)."
     )
 
 
@@ -214,17 +216,19 @@ def render_markdown(results_dir: str | Path, title: str = "omniformer benchmark 
         overhead = result["overhead"]
         if overhead:
             lines += [
-                "| workload | model | comparison | variant | baseline | step-time ratio (mean) | (median) "
-                "| timed steps |",
-                "|---|---|---|---|---|---|---|---|",
+                "| workload | model | comparison | variant | baseline | step-time ratio (paired by round) "
+                "| per round | all steps: mean | median | timed steps |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in overhead:
                 what = (
                     "framework overhead" if row["kind"] == "overhead" else "compile speed-up (eager/compiled)"
                 )
+                rounds = ", ".join(f"{r:.2f}" for r in row["ratio_rounds"])
                 lines.append(
                     f"| {row['workload']} | {row['model']} | {what} | {row['variant']} | {row['baseline']} "
-                    f"| **{row['ratio']:.3f}** | {row['ratio_median']:.3f} | {row['steps']} |"
+                    f"| **{row['ratio_paired']:.3f}** | {rounds} | {row['ratio']:.3f} "
+                    f"| {row['ratio_median']:.3f} | {row['steps']} |"
                 )
             lines.append("")
         if result["runs"]:
