@@ -162,3 +162,83 @@ class RandomImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(self._batches, batch_size=None, pin_memory=self.pin_memory)
+
+
+class RandomAudioBatches(IterableDataset):
+    """Endless ``(waveforms, lengths, labels)`` batches from a pool of pre-drawn random clips.
+
+    Every clip is full length (``lengths`` = samples per clip), the shape of fixed-length keyword
+    spotting; the log-mel front end inside the model does the same work for noise as for speech.
+    """
+
+    def __init__(self, samples: int, num_classes: int, batch_size: int, seed: int = 0, pool: int = 4) -> None:
+        if min(samples, num_classes, batch_size, pool) < 1:
+            raise ValueError("samples, num_classes, batch_size and pool must be >= 1")
+        generator = torch.Generator().manual_seed(seed)
+        lengths = torch.full((batch_size,), samples, dtype=torch.long)
+        self.pool = [
+            (
+                0.1 * torch.randn(batch_size, samples, generator=generator),
+                lengths,
+                torch.randint(num_classes, (batch_size,), generator=generator),
+            )
+            for _ in range(pool)
+        ]
+
+    def __iter__(self):
+        index = 0
+        while True:
+            yield self.pool[index % len(self.pool)]
+            index += 1
+
+
+class RandomAudioDataModule(L.LightningDataModule):
+    """Audio-classification batches of random 1-second clips: Speech Commands' shape, no download.
+
+    Args:
+        sample_rate: samples per second (16 kHz, Speech Commands).
+        seconds: clip length.
+        num_classes: label range (35 words in Speech Commands v2).
+        batch_size: clips per batch.
+        seed: seed of the pool of batches.
+        pool: distinct batches drawn (and cycled).
+        pin_memory: page-locked batches (``None``: when CUDA is available).
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        seconds: float = 1.0,
+        num_classes: int = 35,
+        batch_size: int = 256,
+        seed: int = 0,
+        pool: int = 4,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if sample_rate < 1 or seconds <= 0:
+            raise ValueError(
+                f"data.sample_rate and data.seconds must be positive, got {sample_rate}, {seconds}"
+            )
+        self.sample_rate, self.samples = sample_rate, round(sample_rate * seconds)
+        self.num_classes, self.batch_size, self.seed, self.pool = num_classes, batch_size, seed, pool
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._batches: RandomAudioBatches | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._batches is None:
+            self._batches = RandomAudioBatches(
+                self.samples, self.num_classes, self.batch_size, self.seed, self.pool
+            )
+
+    def spec(self) -> dict:
+        """What an audio task is built from (the keys of the audio data modules' ``spec``)."""
+        return {
+            "num_classes": self.num_classes,
+            "class_names": [f"class_{i}" for i in range(self.num_classes)],
+            "sample_rate": self.sample_rate,
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self._batches, batch_size=None, pin_memory=self.pin_memory)
