@@ -126,7 +126,7 @@ class ImageDataSchema:
     patch_size: Any = 4  # int or [height, width]
     batch_size: int = 128
     eval_batch_size: Optional[int] = None
-    val_size: float = 5000  # a count or a fraction
+    val_size: Any = 5000  # a count or a fraction (checked in _image_checks)
     split_seed: int = 0
     train_transforms: Any = None
     eval_transforms: Any = None
@@ -144,9 +144,12 @@ class ImageFolderDataSchema(ImageDataSchema):
     _target_: str = "omniformer.data.ImageFolderDataModule"
     root: Optional[str] = MISSING
     channels: int = 3
-    test_size: float = 0.1
+    test_size: Any = 0.1  # a count or a fraction
     skip_corrupt: bool = False
-    extensions: Optional[list[str]] = None
+    # torchvision's IMG_EXTENSIONS (ImageFolderDataModule's default; a test keeps them equal)
+    extensions: list[str] = field(
+        default_factory=lambda: [".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"]
+    )
 
 
 @dataclass
@@ -384,7 +387,7 @@ def _check_targets(node: Any, prefix: str, problems: list[str], schema_checked: 
     """Walk ``node``; check every ``_target_`` node's keys and value types against its signature."""
     if isinstance(node, ListConfig):
         for i, item in enumerate(node):
-            if isinstance(item, (DictConfig, ListConfig)):
+            if isinstance(item, (DictConfig, ListConfig)) and not item._is_none():
                 _check_targets(item, f"{prefix}[{i}]", problems, schema_checked)
         return
     if not isinstance(node, DictConfig):
@@ -423,7 +426,11 @@ def _check_targets(node: Any, prefix: str, problems: list[str], schema_checked: 
         return  # the target builds its children itself, possibly with other arguments
     for key in node:
         child = node._get_node(key)
-        if isinstance(child, (DictConfig, ListConfig)) and not OmegaConf.is_interpolation(node, key):
+        if (
+            isinstance(child, (DictConfig, ListConfig))
+            and not OmegaConf.is_interpolation(node, key)
+            and not child._is_none()
+        ):
             _check_targets(child, f"{prefix}.{key}", problems, schema_checked)
 
 
@@ -504,6 +511,15 @@ def _cross_checks(cfg: DictConfig, problems: list[str]) -> None:
             f"trainer.max_steps={max_steps}: language-model windows are sampled endlessly; set a positive "
             "trainer.max_steps"
         )
+    # FSDP runs on GPUs only (Lightning refuses it on CPU once the data is loaded).
+    strategy = trainer.get("strategy") if trainer is not None else None
+    strategy_target = strategy.get("_target_") if isinstance(strategy, DictConfig) else strategy
+    accelerator = _value(trainer, "accelerator") if trainer is not None and "accelerator" in trainer else None
+    if isinstance(strategy_target, str) and "fsdp" in strategy_target.lower() and accelerator == "cpu":
+        problems.append(
+            "trainer.accelerator='cpu': Lightning's FSDP strategy needs GPUs; for several CPU processes use "
+            "trainer=ddp_cpu"
+        )
     # Top-level keys.
     for key, kinds, expected in (
         ("seed", (int,), "an int"),
@@ -520,6 +536,12 @@ def _cross_checks(cfg: DictConfig, problems: list[str]) -> None:
 
 def _image_checks(cfg: DictConfig, target: str, dim: Any, max_len: Any, problems: list[str]) -> None:
     data = cfg.data
+    for key in ("val_size", "test_size"):
+        value = _value(data, key) if key in data else None
+        if value not in (None, _UNSET) and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
+            problems.append(f"data.{key}={_show(value)}: expected a count or a fraction between 0 and 1")
     for key in ("image_size", "patch_size"):
         value = _value(data, key) if key in data else None
         if value not in (None, _UNSET) and (_pair(value) is None or min(_pair(value)) <= 0):
@@ -580,7 +602,7 @@ def check_train_config(cfg) -> None:
         if key in ("hydra", "data_spec"):
             continue
         child = cfg._get_node(key)
-        if isinstance(child, (DictConfig, ListConfig)):
+        if isinstance(child, (DictConfig, ListConfig)) and not child._is_none():
             _check_targets(child, str(key), problems, schema_checked)
     _cross_checks(cfg, problems)
     if problems:

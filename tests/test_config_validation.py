@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import MISSING
 
 from omniformer.config import DATA_SCHEMA_NAMES, ConfigError, check_train_config
 from omniformer.train import run
@@ -119,6 +120,11 @@ CASES = [
         "callbacks.checkpoint.monitor='val_accuracy': ClassificationTask logs",
     ),
     (["trainer.max_steps=-1"], "trainer.max_steps=-1: language-model windows are sampled endlessly"),
+    (
+        ["trainer=fsdp", "trainer.accelerator=cpu"],
+        "trainer.accelerator='cpu': Lightning's FSDP strategy needs GPUs",
+    ),
+    ([*IMAGE, "data.val_size=-5"], "data.val_size=-5: expected a count or a fraction between 0 and 1"),
 ]
 
 
@@ -210,3 +216,34 @@ def test_a_bad_config_fails_before_any_data_is_read(tmp_path):
         )
     assert not cache.exists()  # the corpus was never looked for, nothing tokenised
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_data_schema_defaults_are_the_data_modules_defaults():
+    """A data YAML that lists its schema in ``defaults`` gets the schema's values for keys it does not
+    set; they must be what the data module would use anyway."""
+    import inspect
+    from dataclasses import fields
+
+    from hydra.utils import get_class
+
+    from omniformer.config import DATA_SCHEMAS
+
+    for target, schema in DATA_SCHEMAS.items():
+        cls = get_class(target)
+        defaults = {}
+        for klass in reversed(cls.__mro__):
+            if "__init__" in vars(klass):
+                for name, param in inspect.signature(klass.__init__).parameters.items():
+                    if param.default is not inspect.Parameter.empty:
+                        defaults[name] = param.default
+        for f in fields(schema):
+            if f.name.startswith("_") or f.name not in defaults:
+                continue
+            value = f.default_factory() if callable(f.default_factory) else f.default
+            if value is MISSING or f.name in ("seed", "sample_rate", "max_seconds", "val_size", "root"):
+                continue  # set by every YAML (or by the subclass's own signature)
+            expected = defaults[f.name]
+            expected = list(expected) if isinstance(expected, tuple) else expected
+            assert value == expected, (
+                f"{schema.__name__}.{f.name}={value!r}, {target} defaults to {expected!r}"
+            )

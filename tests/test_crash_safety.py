@@ -213,6 +213,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_check
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_skip_mode_drops_the_bad_step_counts_it_and_finishes(tmp_path):
     results = run(
         [*LM, *nan_at(4), "callbacks.nonfinite.action=skip", *record(tmp_path / "c.jsonl")], tmp_path

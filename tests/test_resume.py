@@ -148,6 +148,7 @@ def assert_same_curve(full: dict, first: dict, resumed: dict, resumed_from: int)
         assert loss == pytest.approx(full[step], abs=1e-4), f"step {step}: {loss} vs {full[step]}"
 
 
+@pytest.mark.slow
 def test_language_model_resume_repeats_the_uninterrupted_losses(tmp_path):
     full, first, resumed = interrupted_and_resumed(tmp_path, LM, crash_step=7)
     # last.ckpt was written at step 6 (every 3 steps); steps 7.. are recomputed after the resume.
@@ -161,6 +162,7 @@ def test_language_model_resume_repeats_the_uninterrupted_losses(tmp_path):
     assert results["resumed_at_step"] == 6 and results["steps"] == 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("every", "crash_step", "resumed_from"),
     [(3, 7, 6), (5, 7, 5)],
