@@ -142,8 +142,14 @@ def test_smoke_suite_writes_a_valid_result(tmp_path):
         assert run["tokens_per_sec"] == pytest.approx(run["samples_per_sec"] * run["seq_len"], rel=1e-3)
     train = next(r for r in result["runs"] if r["experiment"] == "overhead" and r["mode"] == "train")
     assert train["flops_per_token_counted"] == train["flops_per_token"]
-    (ratio,) = [row for row in result["overhead"] if row["kind"] == "overhead"]
-    assert ratio["variant"] == "lightning" and ratio["baseline"] == "plain" and ratio["ratio"] > 0
+    rows = {(row["kind"], row["variant"], row["baseline"]): row for row in result["overhead"]}
+    assert set(rows) == {
+        ("overhead", "plain_loader", "plain"),  # the data pipeline
+        ("overhead", "lightning", "plain"),  # loop + data pipeline
+        ("loop_overhead", "lightning", "plain_loader"),  # the Lightning loop alone
+    }
+    ratio = rows[("overhead", "lightning", "plain")]
+    assert ratio["ratio"] > 0
     assert len(ratio["ratio_rounds"]) == 1 and ratio["ratio_paired"] == ratio["ratio_rounds"][0]
     assert result["peak"]["flops_per_sec"] >= result["peak"]["flops_per_sec_end"]
     _check_png(tmp_path / result["plots"][0])

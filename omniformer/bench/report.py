@@ -165,6 +165,12 @@ def _machine_line(machine: Mapping[str, Any], peak: Mapping[str, Any]) -> str:
     )
 
 
+KIND_LABELS = {
+    "overhead": "overhead vs plain loop",
+    "loop_overhead": "Lightning loop alone (same data loader)",
+    "compile_speedup": "compile speed-up (eager / compiled)",
+}
+
 RUN_HEADER = (
     "| experiment | workload | model | variant | mode | precision | sdpa | batch × seq | tokens/s "
     "| samples/s | ms/step (median) | data wait | peak mem (MiB) | GFLOP/token | MFU |"
@@ -221,9 +227,7 @@ def render_markdown(results_dir: str | Path, title: str = "omniformer benchmark 
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in overhead:
-                what = (
-                    "framework overhead" if row["kind"] == "overhead" else "compile speed-up (eager/compiled)"
-                )
+                what = KIND_LABELS.get(row["kind"], row["kind"])
                 rounds = ", ".join(f"{r:.2f}" for r in row["ratio_rounds"])
                 lines.append(
                     f"| {row['workload']} | {row['model']} | {what} | {row['variant']} | {row['baseline']} "

@@ -200,10 +200,25 @@ def _cycle(batches: Sequence) -> Iterator:
         yield from batches
 
 
+class LoaderBatches:
+    """The data module's own training loader as a batch source (its workers, transforms, collation).
+
+    Re-created for every run (a fresh loader starts where a fresh ``Trainer`` does) and re-iterated
+    when an epoch ends.
+    """
+
+    def __init__(self, datamodule: L.LightningDataModule) -> None:
+        self.datamodule = datamodule
+
+    def __iter__(self) -> Iterator:
+        while True:
+            yield from self.datamodule.train_dataloader()
+
+
 def train_plain(
     workload: Workload,
     task: L.LightningModule,
-    batches: Sequence,
+    batches: Sequence | LoaderBatches,
     *,
     steps: int,
     warmup: int,
@@ -215,13 +230,15 @@ def train_plain(
     """A hand-written training loop over ``task.net``: forward, loss, backward, clip, AdamW, schedule.
 
     The optimizer and schedule are the task's own (same AdamW groups, fused where available), so
-    both loops do the same arithmetic; only the loop around it differs. Move the model to ``device``
-    (and compile it) before calling.
+    both loops do the same arithmetic; only the loop around it differs. ``batches``: batches fetched
+    in advance (cycled), or :class:`LoaderBatches` to pull them through the data module's loader.
+    Move the model to ``device`` (and compile it) before calling.
     """
     net = task.net.train()
     built = build_optimizer(net, task.optim, warmup + steps)
     optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
-    clock, source, data = StepClock(device, warmup), _cycle(batches), 0.0
+    source = iter(batches) if isinstance(batches, LoaderBatches) else _cycle(batches)
+    clock, data = StepClock(device, warmup), 0.0
     params = [p for p in net.parameters() if p.requires_grad]
     with PeakMemory(device) as memory, SyncCounter(device, check_syncs) as syncs:
         for _ in range(warmup + steps):
