@@ -309,3 +309,31 @@ def load_pretrained(
     total = sum(p.numel() for p in model.parameters())
     log.info("%s\n  trainable parameters: %s of %s", report.summary(), f"{trainable:,}", f"{total:,}")
     return report
+
+
+def without_init_from(config: Any) -> Any:
+    """A copy of a (resolved) config with every ``build_backbone`` node's ``init_from`` set to ``None``.
+
+    A checkpoint's own weights replace the pretrained ones, so evaluation, prediction and resuming
+    need not (and, once the pretrained file is moved, could not) read ``init_from`` again.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    container = (
+        OmegaConf.to_container(config, resolve=True)
+        if isinstance(config, (DictConfig, ListConfig))
+        else config
+    )
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {key: walk(value) for key, value in node.items()}
+            if node.get("_target_") == f"{__name__}.build_backbone" and node.get("init_from"):
+                node["init_from"] = None
+            return node
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return node
+
+    cleaned = walk(container)
+    return OmegaConf.create(cleaned) if isinstance(config, (DictConfig, ListConfig)) else cleaned

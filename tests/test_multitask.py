@@ -411,6 +411,7 @@ def test_multitask_cli_on_text_images_and_audio(tmp_path):
     assert "mnist/classes.json" in checkpoint["omniformer"]["artifacts"]
 
 
+@pytest.mark.slow
 def test_multitask_cli_refuses_bad_weights_before_training(tmp_path):
     proc = run_cli(
         "omniformer.train",

@@ -235,3 +235,25 @@ def test_bad_freeze_value_fails_before_any_data_is_read(tmp_path):
     )
     assert proc.returncode != 0
     assert "model.backbone.freeze='everything'" in proc.stdout + proc.stderr
+
+
+def test_a_trained_checkpoint_is_rebuilt_without_reading_init_from_again(text_ckpt):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from omniformer.transfer import without_init_from
+
+    path, _ = text_ckpt
+    node = {
+        "_target_": "omniformer.transfer.build_backbone",
+        "init_from": str(path),
+        "freeze": True,
+        **BACKBONE,
+    }
+    config = OmegaConf.create({"model": {"backbone": node}, "task": {"net": {"backbone": dict(node)}}})
+    cleaned = without_init_from(config)
+    assert cleaned.model.backbone.init_from is None and cleaned.task.net.backbone.init_from is None
+    assert cleaned.task.net.backbone.freeze is True and config.model.backbone.init_from == str(path)
+    path.unlink()  # the pretrained file is gone: rebuilding must not need it
+    backbone = instantiate(cleaned.task.net.backbone)
+    assert not any(p.requires_grad for p in backbone.parameters())
