@@ -13,8 +13,9 @@ configs). Two places for the log-mel front end, with the *same* batches (seeded 
   front end, batches carry padded spectrograms, and the model starts at
   :meth:`AudioFrameTokenizer.tokens_from_log_mel`.
 
-Each case runs ``--batches`` timed batches after ``--warmup`` untimed ones, including the loader's
-time (that is where in-loader features cost). Results: ``benchmarks/results/audio_throughput.json``
+Each case runs ``--batches`` timed batches after ``--warmup`` untimed ones, ``--repeats`` times, the
+cases taking turns (medians reported), with the loader's time included (that is where in-loader
+features cost). Results: ``benchmarks/results/audio_throughput.json``
 and ``benchmarks/results/audio_throughput.md``. With ``--accuracy-run`` the Markdown also records
 an ``omniformer-train`` run's test accuracy, wall time and command (from its ``results.json`` and
 ``.hydra/overrides.yaml``).
@@ -181,7 +182,8 @@ def markdown(result: dict) -> str:
         "",
         f"{m['device']}, {m['cpu_count']} CPU cores visible, torch {m['torch']}, "
         f"{m['threads']} intra-op threads; "
-        f"batch {result['batch_size']} clips (length-bucketed), {result['batches']} timed batches, "
+        f"batch {result['batch_size']} clips (length-bucketed), {result['batches']} timed batches, median of "
+        f"{result['repeats']} interleaved repeats (all runs in the JSON), "
         f"load average at start {m['load_average']}. Loader time is included.",
         "",
         "| mode | log-mel | loader workers | clips/s | ms/batch |",
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--accuracy-run", type=Path, default=None)
@@ -234,24 +237,45 @@ def main(argv: list[str] | None = None) -> dict:
     clips = AudioClips(items, datamodule.sample_rate, None)
     tokenizer = net.tokenizers["audio"]
     frontend = AudioFrameTokenizer(**_frontend_args(tokenizer))
-    rows = []
+    loaders = {}
     for workers in args.workers:
         for where in ("in-model", "in-loader"):
-            dataset = clips if where == "in-model" else LogMelClips(clips, frontend)
-            collate = PadCollate() if where == "in-model" else collate_log_mel
-            loader = DataLoader(
-                dataset,
+            loaders[workers, where] = DataLoader(
+                clips if where == "in-model" else LogMelClips(clips, frontend),
                 batch_size=args.batch_size,
                 sampler=LengthBucketSampler(lengths, args.batch_size, seed=0),
-                collate_fn=collate,
+                collate_fn=PadCollate() if where == "in-model" else collate_log_mel,
                 num_workers=workers,
                 persistent_workers=workers > 0,
                 pin_memory=device.type == "cuda",
             )
+    # Cases take turns, repeat after repeat, so a load spike on a shared machine hits all of them
+    # alike; the table reports the median of the repeats.
+    samples: dict[tuple, list[dict]] = {}
+    for repeat in range(args.repeats):
+        for (workers, where), loader in loaders.items():
             for mode in ("train", "infer"):
                 numbers = measure(net, loader, where, mode == "train", device, args.warmup, args.batches)
-                rows.append({"mode": mode, "features": where, "workers": workers, **numbers})
-                print(rows[-1], flush=True)
+                samples.setdefault((mode, where, workers), []).append(numbers)
+                print(
+                    {"repeat": repeat, "mode": mode, "features": where, "workers": workers, **numbers},
+                    flush=True,
+                )
+    rows = []
+    for (mode, where, workers), runs in samples.items():
+        speeds = sorted(r["clips_per_s"] for r in runs)
+        times = sorted(r["ms_per_batch"] for r in runs)
+        rows.append(
+            {
+                "mode": mode,
+                "features": where,
+                "workers": workers,
+                "clips_per_s": speeds[len(speeds) // 2],
+                "ms_per_batch": times[len(times) // 2],
+                "clips_per_s_runs": [r["clips_per_s"] for r in runs],
+            }
+        )
+    rows.sort(key=lambda r: (r["mode"] != "train", r["workers"], r["features"]))
     plain = DataLoader(
         clips,
         batch_size=args.batch_size,
@@ -278,6 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "batch_size": args.batch_size,
         "batches": args.batches,
+        "repeats": args.repeats,
         "rows": rows,
         "front_end": front_end_cost(tokenizer, plain, device, min(args.batches, 10)),
         "accuracy": accuracy_row(args.accuracy_run) if args.accuracy_run else None,
