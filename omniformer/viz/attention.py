@@ -134,13 +134,14 @@ def save_attention_maps(
             fontsize=8,
             color="tab:green" if predicted == truth else "tab:red",
         )
-        bottom.imshow(image, cmap=cmap, interpolation="nearest")
+        # Dimmed image under the patch relevance, drawn patch by patch (nearest: one cell per token).
+        bottom.imshow(image * 0.45, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         bottom.imshow(
             relevance[i].numpy(),
             cmap="inferno",
-            alpha=0.55,
+            alpha=0.6,
             extent=(-0.5, width - 0.5, height - 0.5, -0.5),
-            interpolation="bilinear",
+            interpolation="nearest",
         )
         for axis in (top, bottom):
             axis.set_xticks([])
