@@ -1,7 +1,7 @@
 """Image throughput: images/s for training and inference per model size, omniformer vs a plain loop.
 
-    .venv/bin/python benchmarks/image_throughput.py                          # tiny:128 small:128 base:16
-    .venv/bin/python benchmarks/image_throughput.py --cases tiny:128 --steps 40 --rounds 3
+    .venv/bin/python benchmarks/image_throughput.py              # tiny:128:30 small:128:12 base:16:8
+    .venv/bin/python benchmarks/image_throughput.py --cases tiny:128:40 --rounds 3  # size:batch:steps
     .venv/bin/python benchmarks/image_throughput.py --accuracy-run /tmp/image_runs/mnist_experiment
 
 The model is the one ``omniformer-train task=image_classification data=mnist model=<size>`` builds
@@ -153,7 +153,12 @@ def run_case(root: str, size: str, batch: int, steps: int, warmup: int, rounds: 
                 f"infer {images_per_s(i, batch):.1f} img/s",
                 flush=True,
             )
-    row = {"model": size, "batch_size": batch, "params": sum(p.numel() for p in built.task.net.parameters())}
+    row = {
+        "model": size,
+        "batch_size": batch,
+        "steps": steps,
+        "params": sum(p.numel() for p in built.task.net.parameters()),
+    }
     for mode, results in (("train", train), ("infer", infer)):
         ours, plain = images_per_s(results["omniformer"], batch), images_per_s(results["plain"], batch)
         median_ratio = statistics.median(results["plain"].step_seconds) / statistics.median(
@@ -199,11 +204,12 @@ def markdown(result: dict) -> str:
         f"lightning {m['lightning']}; load average {result['load_average_start']} at start, "
         f"{result['load_average_end']} at the end (other processes share the cores: compare the ratios, "
         "measured side by side, not the absolute rates). "
-        f"{result['steps']} timed steps × {result['rounds']} interleaved rounds per loop.",
+        f"Per loop: {result['warmup']} warm-up steps, then the listed timed steps × {result['rounds']} "
+        "interleaved rounds.",
         "",
-        "| model | params | batch | train img/s omniformer | train img/s plain | ratio | "
+        "| model | params | batch | timed steps | train img/s omniformer | train img/s plain | ratio | "
         "infer img/s omniformer | infer img/s plain | ratio | loader img/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         t, i = row["train"], row["infer"]
@@ -211,6 +217,7 @@ def markdown(result: dict) -> str:
             row["model"],
             f"{row['params'] / 1e6:.2f}M",
             row["batch_size"],
+            f"{row['steps']}×{result['rounds']}",
             t["omniformer_images_per_s"],
             t["plain_images_per_s"],
             f"{t['ratio']:.3f}",
@@ -248,8 +255,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--root", default=os.environ.get("OMNIFORMER_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     )
-    parser.add_argument("--cases", nargs="+", default=["tiny:128", "small:128", "base:16"], help="size:batch")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["tiny:128:30", "small:128:12", "base:16:8"],
+        help="size:batch[:timed steps per round]",
+    )
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per round when a case names none")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--accuracy-run", type=Path, action="append", default=[])
@@ -260,15 +272,15 @@ def main(argv: list[str] | None = None) -> dict:
     load_start = [round(v, 2) for v in os.getloadavg()]
     rows = []
     for case in args.cases:
-        size, _, batch = case.partition(":")
-        rows.append(run_case(args.root, size, int(batch or 128), args.steps, args.warmup, args.rounds))
+        size, batch, steps = [*case.split(":"), "", ""][:3]
+        steps = int(steps or args.steps)
+        rows.append(run_case(args.root, size, int(batch or 128), steps, args.warmup, args.rounds))
     result = {
         "benchmark": "image_throughput",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": machine_info("cpu"),
         "load_average_start": load_start,
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
-        "steps": args.steps,
         "warmup": args.warmup,
         "rounds": args.rounds,
         "rows": rows,
