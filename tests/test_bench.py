@@ -151,6 +151,7 @@ def test_smoke_suite_writes_a_valid_result(tmp_path):
     ratio = rows[("overhead", "lightning", "plain")]
     assert ratio["ratio"] > 0
     assert len(ratio["ratio_rounds"]) == 1 and ratio["ratio_paired"] == ratio["ratio_rounds"][0]
+    assert ratio["ratio_cpu"] > 0 and train["cpu_ms_per_step"] > 0
     assert result["peak"]["flops_per_sec"] >= result["peak"]["flops_per_sec_end"]
     _check_png(tmp_path / result["plots"][0])
     assert "No published results" in (tmp_path / "RESULTS.md").read_text()
@@ -165,6 +166,7 @@ def _result(publish: bool = True) -> dict:
         "ms_per_step": 47.7, "ms_per_step_median": 47.0, "data_ms_per_step": 0.5, "compute_ms_per_step": 47.2,
         "data_wait_fraction": 0.01, "peak_mem_mib": 860.0, "mem_kind": "rss", "flops_per_token": 5_000_000,
         "flops_per_token_counted": None, "achieved_tflops": 0.08, "mfu": 0.4123, "host_syncs_per_step": None,
+        "cpu_ms_per_step": 46.0,
     }  # fmt: skip
     return {
         "schema": "omniformer-bench/1", "suite": "cpu", "publish": publish, "created": "2026-11-29T03:00:00",
@@ -175,7 +177,7 @@ def _result(publish: bool = True) -> dict:
         "settings": {"device": "cpu"}, "runs": [run],
         "overhead": [{"kind": "overhead", "workload": "text_lm", "model": "tiny", "variant": "lightning",
                       "baseline": "plain", "ratio": 1.03, "ratio_median": 1.01, "ratio_paired": 1.021,
-                      "ratio_rounds": [1.02, 1.022], "steps": 300}],
+                      "ratio_rounds": [1.02, 1.022], "ratio_cpu": 1.012, "steps": 300}],
         "skipped": [], "plots": [],
     }  # fmt: skip
 
@@ -200,7 +202,12 @@ def test_markdown_lists_published_results_with_their_machine(tmp_path):
     page = render_markdown(tmp_path)
     assert "[`a.json`](results/a.json)" in page and "b.json" not in page
     assert "AMD EPYC, 2 cores" in page and "0.200 TFLOP/s" in page
-    assert "| 16,100 |" in page and "41.2%" in page and "**1.021** | 1.02, 1.02 |" in page
+    assert (
+        "| 16,100 |" in page
+        and "41.2%" in page
+        and "**1.021** | 1.02, 1.02 |" in page
+        and "| 1.012 | 300 |" in page
+    )
 
 
 def test_gpu_suite_refuses_without_cuda_and_names_the_dry_run(tmp_path):

@@ -263,6 +263,7 @@ def make_record(
         "achieved_tflops": round(flops * tokens_per_sec / 1e12, 7),
         "mfu": round(mfu(flops, tokens_per_sec, ctx.peak_flops), 4),
         "host_syncs_per_step": None if m.host_syncs is None else round(m.host_syncs / max(m.steps, 1), 3),
+        "cpu_ms_per_step": None if m.cpu_step is None else round(1000 * m.cpu_step, 3),
     }
 
 
@@ -382,6 +383,8 @@ def _ratio_row(
         "ratio_median": round(a.median_step / b.median_step, 4),
         "ratio_paired": round(statistics.median(paired), 4),
         "ratio_rounds": [round(r, 4) for r in paired],
+        # process CPU time per step (training process only; loader workers are not counted)
+        "ratio_cpu": None if a.cpu_step is None or not b.cpu_step else round(a.cpu_step / b.cpu_step, 4),
         "steps": min(a.steps, b.steps),
     }
 

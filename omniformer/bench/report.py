@@ -17,6 +17,10 @@ from omniformer.files import atomic_write_text, write_json
 
 SCHEMA = "omniformer-bench/1"
 
+# Fields added after the first result files were written: absent in those, required to be well
+# typed when present.
+ADDED_LATER = {"cpu_ms_per_step", "ratio_cpu"}
+
 _NUMBER = (int, float)
 _OPTIONAL_NUMBER = (int, float, type(None))
 TOP_FIELDS: dict[str, tuple[type, ...]] = {
@@ -76,6 +80,7 @@ RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "achieved_tflops": _NUMBER,
     "mfu": _NUMBER,
     "host_syncs_per_step": _OPTIONAL_NUMBER,
+    "cpu_ms_per_step": _OPTIONAL_NUMBER,
 }
 OVERHEAD_FIELDS: dict[str, tuple[type, ...]] = {
     "kind": (str,),
@@ -87,6 +92,7 @@ OVERHEAD_FIELDS: dict[str, tuple[type, ...]] = {
     "ratio_median": _NUMBER,
     "ratio_paired": _NUMBER,
     "ratio_rounds": (list,),
+    "ratio_cpu": _OPTIONAL_NUMBER,
     "steps": (int,),
 }
 
@@ -97,7 +103,8 @@ def _check(where: str, data: Any, fields: Mapping[str, tuple[type, ...]], proble
         return
     for key, types in fields.items():
         if key not in data:
-            problems.append(f"{where}.{key} is missing")
+            if key not in ADDED_LATER:
+                problems.append(f"{where}.{key} is missing")
         elif isinstance(data[key], bool) and bool not in types:
             problems.append(f"{where}.{key} must be {'/'.join(t.__name__ for t in types)}, got a bool")
         elif not isinstance(data[key], types):
@@ -223,16 +230,17 @@ def render_markdown(results_dir: str | Path, title: str = "omniformer benchmark 
         if overhead:
             lines += [
                 "| workload | model | comparison | variant | baseline | step-time ratio (paired by round) "
-                "| per round | all steps: mean | median | timed steps |",
-                "|---|---|---|---|---|---|---|---|---|---|",
+                "| per round | all steps: mean | median | process CPU time | timed steps |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in overhead:
                 what = KIND_LABELS.get(row["kind"], row["kind"])
                 rounds = ", ".join(f"{r:.2f}" for r in row["ratio_rounds"])
+                cpu = "–" if row.get("ratio_cpu") is None else f"{row['ratio_cpu']:.3f}"
                 lines.append(
                     f"| {row['workload']} | {row['model']} | {what} | {row['variant']} | {row['baseline']} "
                     f"| **{row['ratio_paired']:.3f}** | {rounds} | {row['ratio']:.3f} "
-                    f"| {row['ratio_median']:.3f} | {row['steps']} |"
+                    f"| {row['ratio_median']:.3f} | {cpu} | {row['steps']} |"
                 )
             lines.append("")
         if result["runs"]:

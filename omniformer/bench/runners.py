@@ -44,6 +44,7 @@ class Measurement:
     peak_mem_mib: float = 0.0
     mem_kind: str = "rss"
     host_syncs: int | None = None
+    cpu_seconds: float | None = None
 
     @property
     def steps(self) -> int:
@@ -70,17 +71,26 @@ class Measurement:
         """Share of the wall time spent outside the step body (see module docstring)."""
         return min(self.data_seconds / self.wall_seconds, 1.0) if self.wall_seconds > 0 else 0.0
 
+    @property
+    def cpu_step(self) -> float | None:
+        """Process CPU seconds per timed step (``None`` on a GPU)."""
+        return None if self.cpu_seconds is None else self.cpu_seconds / max(self.steps, 1)
+
     def merge(self, other: Measurement) -> Measurement:
         """Both runs' steps together (rounds of the same variant)."""
         syncs = None
         if self.host_syncs is not None or other.host_syncs is not None:
             syncs = (self.host_syncs or 0) + (other.host_syncs or 0)
+        cpu = None
+        if self.cpu_seconds is not None and other.cpu_seconds is not None:
+            cpu = self.cpu_seconds + other.cpu_seconds
         return Measurement(
             self.step_seconds + other.step_seconds,
             self.data_seconds + other.data_seconds,
             max(self.peak_mem_mib, other.peak_mem_mib),
             other.mem_kind,
             syncs,
+            cpu,
         )
 
 
@@ -92,6 +102,7 @@ class StepClock:
             raise ValueError(f"warmup must be >= 1 step (the first timed step starts after it), got {warmup}")
         self.device, self.warmup, self.count = device, warmup, 0
         self._host: list[float] = []
+        self._cpu: list[float] = []
         self._events: list[torch.cuda.Event] = []
 
     @property
@@ -110,6 +121,7 @@ class StepClock:
             self._events.append(event)
         else:
             self._host.append(time.perf_counter())
+            self._cpu.append(time.process_time())
 
     def step_seconds(self) -> list[float]:
         """Durations of the timed steps (synchronises once, on a GPU)."""
@@ -117,6 +129,14 @@ class StepClock:
             torch.cuda.synchronize(self.device)
             return [a.elapsed_time(b) / 1000 for a, b in zip(self._events, self._events[1:])]
         return [b - a for a, b in zip(self._host, self._host[1:])]
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time this process (all its threads, not loader workers) spent in the timed steps.
+
+        Unlike wall time it hardly moves when other processes compete for the cores, so on a busy
+        machine it is the steadier measure of how much work a loop does. ``None`` on a GPU.
+        """
+        return self._cpu[-1] - self._cpu[0] if len(self._cpu) > 1 else None
 
 
 class SyncCounter:
@@ -259,7 +279,7 @@ def train_plain(
             clock.mark()
         syncs.disarm()
         seconds = clock.step_seconds()
-    return Measurement(seconds, data, memory.peak_mib, memory.kind, syncs.count)
+    return Measurement(seconds, data, memory.peak_mib, memory.kind, syncs.count, clock.cpu_seconds())
 
 
 class StepTimer(L.Callback):
@@ -406,7 +426,9 @@ def train_lightning(
             seconds = timer.clock.step_seconds()
         if trainer.global_step != warmup + steps:
             raise RuntimeError(f"Lightning ran {trainer.global_step} steps, {warmup + steps} were asked for")
-    return Measurement(seconds, timer.data_seconds, memory.peak_mib, memory.kind, syncs.count)
+    return Measurement(
+        seconds, timer.data_seconds, memory.peak_mib, memory.kind, syncs.count, timer.clock.cpu_seconds()
+    )
 
 
 def infer(
@@ -435,4 +457,4 @@ def infer(
             seconds = clock.step_seconds()
     finally:
         net.train()
-    return Measurement(seconds, data, memory.peak_mib, memory.kind)
+    return Measurement(seconds, data, memory.peak_mib, memory.kind, None, clock.cpu_seconds())
