@@ -64,3 +64,24 @@ def test_nanogpt_preset_matches_the_reference_configuration():
     assert cfg.trainer.max_steps == 2000 and cfg.trainer.gradient_clip_val == 1.0
     assert (cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps) == (1e-3, 1e-4, 100)
     assert list(cfg.optim.betas) == [0.9, 0.99] and cfg.optim.weight_decay == 0.1
+
+
+def readme_train_commands() -> list[list[str]]:
+    """The overrides of every ``omniformer-train`` command in the README's code blocks."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = []
+    for line in readme.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "omniformer-train" not in line or "--multirun" in line or "<" in line or "searchpath" in line:
+            continue
+        words = shlex.split(line[line.index("omniformer-train") :])[1:]
+        commands.append([w for w in words if w not in ("--help", "...") and not w.startswith("--cfg")])
+    return commands
+
+
+@pytest.mark.parametrize("overrides", readme_train_commands(), ids=" ".join)
+def test_readme_training_commands_compose(overrides):
+    cfg = compose_train(overrides)
+    assert cfg.task and cfg.data and cfg.model
