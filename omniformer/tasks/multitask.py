@@ -268,6 +268,8 @@ class MultiTaskTask(OmniTask):
         for split in ("val", "test"):
             if hasattr(datamodule, "evaluation_names"):
                 self._names[split] = datamodule.evaluation_names(split)
+        if stage != "fit":
+            return
         heads = ", ".join(
             f"{n} ({m.modality} → heads.{n}, weight {m.loss_weight:g})" for n, m in self.members.items()
         )
