@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from omniformer.callbacks import NonFiniteGuard, NonFiniteLossError, RunInfo, StepSeed, Throughput
 from omniformer.checkpoint import SECTION, safe_torch_load
-from omniformer.checkpoint_io import AtomicCheckpointIO
+from omniformer.checkpoint_io import AtomicCheckpointIO, RunCheckpoint
 from omniformer.config import check_train_config, register_schemas
 from omniformer.files import atomic_write_text, write_json
 from omniformer.resume import RestoreLoaderState, make_resumable
@@ -60,10 +60,6 @@ HARMLESS_ON_RESUME = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
-    "trainer.devices",
-    "trainer.accelerator",
-    "trainer.num_nodes",
-    "trainer.strategy",
     "callbacks.progress",
     "callbacks.checkpoint.every_n_train_steps",
     "logger",
@@ -185,6 +181,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     resume = read_resume(ckpt_path) if ckpt_path else None
     configured = build_callbacks(cfg)  # before the data: a bad callback argument fails first
+    for callback in configured:
+        if isinstance(callback, RunCheckpoint):
+            callback.resuming = resume is not None
     loggers = build_loggers(cfg)
 
     datamodule = instantiate(cfg.data)

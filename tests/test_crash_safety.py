@@ -82,7 +82,7 @@ def _kill_when_writing(proc: subprocess.Popen, target: Path, timeout: float = 12
                 continue  # renamed between listing and stat
         if proc.poll() is not None:
             raise AssertionError(f"process exited ({proc.returncode}) before a write was caught")
-        time.sleep(0.0005)
+        time.sleep(0.002)  # a 40-64 MB write with fsync lasts far longer than this
     proc.kill()
     raise AssertionError("no checkpoint write was caught in time")
 
@@ -113,7 +113,7 @@ BIG_LM = [
 BIG_LM += [
     "model.dim=256",
     "model.depth=4",
-    "trainer.max_steps=30",
+    "trainer.max_steps=16",
     "callbacks.checkpoint.every_n_train_steps=1",
 ]
 
@@ -136,11 +136,12 @@ def test_killing_training_while_it_writes_last_ckpt_leaves_it_loadable_and_resum
         time.sleep(0.01)
     _kill_when_writing(proc, last)
     checkpoint = load_checkpoint(last)  # weights-only, whole, with its config and vocabulary
-    assert 1 <= checkpoint["global_step"] < 30 and "vocab.json" in checkpoint["omniformer"]["artifacts"]
+    assert 1 <= checkpoint["global_step"] < 16 and "vocab.json" in checkpoint["omniformer"]["artifacts"]
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
-    run_cli("omniformer.train", *args, "ckpt_path=last")
+    # in-process (the CLI's code path without its start-up); last.ckpt again only at the end
+    run([*args, "ckpt_path=last", "callbacks.checkpoint.every_n_train_steps=null"])
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["steps"] == 30 and results["resumed_at_step"] == checkpoint["global_step"]
+    assert results["steps"] == 16 and results["resumed_at_step"] == checkpoint["global_step"]
     assert stale_temporaries(last) == []
 
 
@@ -170,7 +171,7 @@ def test_a_signal_saves_a_resumable_checkpoint_and_prints_the_resume_command(tmp
     command = proc.stderr.split("Resume with:\n", 1)[1].strip().splitlines()[0]
     argv = shlex.split(command)
     assert argv[0] == "omniformer-train" and argv[-1] == "ckpt_path=last"
-    run_cli("omniformer.train", *argv[1:])
+    run(argv[1:])  # the printed overrides, in-process (the CLI's code path without its start-up time)
     run(
         [*LM, "callbacks.checkpoint.every_n_train_steps=null", *record(tmp_path / "full.jsonl")],
         tmp_path / "full",

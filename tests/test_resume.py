@@ -250,3 +250,13 @@ def test_ckpt_path_last_and_auto(tmp_path):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert resolve_ckpt_path("auto", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
     assert resolve_ckpt_path(None, tmp_path) is None
+
+
+def test_resume_refuses_other_data_and_warns_about_changed_settings(tmp_path, caplog):
+    args = [*LM, "trainer.max_steps=3"]
+    run(args, tmp_path)
+    with pytest.raises(ValueError, match=r"was trained with a different vocab\.json than this data produces"):
+        run([*args, "data.vocab_size=280", "ckpt_path=last"], tmp_path)
+    with caplog.at_level("WARNING", logger="omniformer"):
+        run([*args, "optim.lr=0.002", "ckpt_path=last"], tmp_path)
+    assert "optim.lr: 0.001 → 0.002" in caplog.text and "will not repeat the uninterrupted one" in caplog.text
