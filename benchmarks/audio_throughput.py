@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/audio_throughput.py                       # FSDD from ../shared/data/fsdd
     .venv/bin/python benchmarks/audio_throughput.py --batches 30 --workers 0 2
     .venv/bin/python benchmarks/audio_throughput.py --accuracy-run outputs/audio_fsdd  # + the accuracy row
+    .venv/bin/python benchmarks/audio_throughput.py --accuracy-only \
+        --accuracy-run outputs/a "outputs/b::OMP_NUM_THREADS=1"   # only refresh the accuracy rows
 
 The model is the one ``omniformer-train experiment=spoken_digits`` builds (composed from the same
 configs). Two places for the log-mel front end, with the *same* batches (seeded length buckets):
@@ -17,8 +19,8 @@ Each case runs ``--batches`` timed batches after ``--warmup`` untimed ones, ``--
 cases taking turns (medians reported), with the loader's time included (that is where in-loader
 features cost). Results: ``benchmarks/results/audio_throughput.json``
 and ``benchmarks/results/audio_throughput.md``. With ``--accuracy-run`` the Markdown also records
-an ``omniformer-train`` run's test accuracy, wall time and command (from its ``results.json`` and
-``.hydra/overrides.yaml``).
+``omniformer-train`` runs' test accuracy, wall time and command (from their ``results.json`` and
+``.hydra/overrides.yaml``; ``DIR::PREFIX`` puts e.g. an environment setting before the command).
 """
 
 from __future__ import annotations
@@ -156,15 +158,17 @@ def _frontend_args(tok: AudioFrameTokenizer) -> dict:
     }
 
 
-def accuracy_row(run_dir: Path) -> dict:
-    """Test accuracy, times and the command of an ``omniformer-train`` run folder."""
+def accuracy_row(spec: str) -> dict:
+    """Test accuracy, times and the command of an ``omniformer-train`` run folder (``DIR[::PREFIX]``)."""
+    where, _, prefix = spec.partition("::")
+    run_dir = Path(where)
     results = json.loads((run_dir / "results.json").read_text())
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     shown = [o for o in overrides if not o.startswith("hydra.")]
     return {
         "run_dir": str(run_dir),
-        "command": "omniformer-train " + " ".join(shown),
+        "command": (f"{prefix} " if prefix else "") + "omniformer-train " + " ".join(shown),
         "test_acc": results.get("test_acc"),
         "val_acc": results.get("val_acc"),
         "fit_minutes": round(results["wall_seconds"] / 60, 2),
@@ -199,16 +203,20 @@ def markdown(result: dict) -> str:
         f"{fe['cpu_per_clip_ms']} ms per batch clip by clip on the CPU (what one loader worker does).",
     ]
     if result.get("accuracy"):
-        a = result["accuracy"]
         lines += [
             "",
-            "## Accuracy run",
+            "## Accuracy runs",
             "",
             "| command | test acc | val acc | fit minutes | steps | clips/s (train loop) |",
             "|---|---:|---:|---:|---:|---:|",
-            f"| `{a['command']}` | {a['test_acc']:.4f} | {a['val_acc']:.4f} | {a['fit_minutes']} | "
-            f"{a['epochs_steps']} | {a['samples_per_sec']} |",
         ]
+        for a in result["accuracy"]:
+            lines.append(
+                f"| `{a['command']}` | {a['test_acc']:.4f} | {a['val_acc']:.4f} | {a['fit_minutes']} | "
+                f"{a['epochs_steps']} | {a['samples_per_sec']} |"
+            )
+    if result.get("note"):
+        lines += ["", result["note"]]
     return "\n".join(lines) + "\n"
 
 
@@ -222,9 +230,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--accuracy-run", type=Path, default=None)
+    parser.add_argument("--accuracy-run", nargs="+", default=[], metavar="DIR[::PREFIX]")
+    parser.add_argument("--accuracy-only", action="store_true", help="keep the throughput rows of the JSON")
+    parser.add_argument("--note", default=None, help="a sentence on the conditions, shown under the tables")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    if args.accuracy_only:
+        result = json.loads((args.out / "audio_throughput.json").read_text())
+        result["accuracy"] = [accuracy_row(spec) for spec in args.accuracy_run]
+        result["note"] = args.note or result.get("note")
+        write_json(args.out / "audio_throughput.json", result)
+        atomic_write_text(args.out / "audio_throughput.md", markdown(result))
+        print(markdown(result))
+        return result
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -305,7 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "rows": rows,
         "front_end": front_end_cost(tokenizer, plain, device, min(args.batches, 10)),
-        "accuracy": accuracy_row(args.accuracy_run) if args.accuracy_run else None,
+        "accuracy": [accuracy_row(spec) for spec in args.accuracy_run],
+        "note": args.note,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "audio_throughput.json", result)
