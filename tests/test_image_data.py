@@ -228,6 +228,22 @@ def test_cifar100_fixture(tmp_path, skip_md5):
     assert dm.test_set[1][1] == 7
 
 
+def test_download_true_fetches_through_torchvision(tmp_path, monkeypatch, skip_md5):
+    """``data.download=true`` calls torchvision's own download (here faked: the machine is offline)."""
+    calls = []
+
+    def fake_download(dataset):
+        calls.append(type(dataset).__name__)
+        if not (Path(dataset.root) / "cifar-10-batches-py").is_dir():
+            write_cifar10(Path(dataset.root))
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", fake_download)
+    dm = CIFAR10DataModule(root=str(tmp_path), download=True, val_size=2, num_workers=0)
+    dm.setup("fit")
+    assert calls and set(calls) == {"CIFAR10"} and len(dm.test_set) == 6
+    assert CIFAR10DataModule(root=str(tmp_path)).download is False  # off unless asked for
+
+
 def test_cifar_missing_and_corrupt_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py .*data.download=true"):
         CIFAR10DataModule(root=str(tmp_path)).setup("fit")
