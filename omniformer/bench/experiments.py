@@ -143,10 +143,11 @@ def prepare_case(
     samples = int(data[0][-1].shape[0]) if isinstance(data[0], (tuple, list)) else int(data[0].shape[0])
     net, backbone = task.net, task.net.backbone
     counted = None
-    if count_flops:
-        counted = counted_flops(lambda: wl.loss(task, data[0]).backward())
+    if count_flops:  # one sample is enough (FLOPs per token do not depend on the batch size)
+        net.to(ctx.device)
+        one = _to(_first_sample(data[0]), ctx.device)
+        counted = counted_flops(lambda: wl.loss(task, one).backward()) // seq_len
         net.zero_grad(set_to_none=True)
-        counted //= samples * seq_len
     case = Case(
         workload=wl,
         model=model or wl.model or f"{backbone.depth}x{backbone.heads}x{backbone.dim}",
