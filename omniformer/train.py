@@ -235,7 +235,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # The final metrics come from a validation of the final weights.
     final = trainer.validate(task, datamodule=datamodule, verbose=False)[0]
     results: dict[str, Any] = {k: round(float(v), 6) for k, v in final.items()}
-    if "val_loss" in results and "val_ppl" not in results:
+    if "val_loss" in results and "val_ppl" not in results and _is_token_task(task):
         results["val_ppl"] = round(math.exp(results["val_loss"]), 4)
     if cfg.get("test_after_fit") and _has_test_split(datamodule):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""

@@ -92,6 +92,21 @@ def test_random_windows_are_shifted_targets_and_a_function_of_seed_and_index():
     torch.testing.assert_close(next(iter(resumed))[0], x)
 
 
+def test_ranks_and_workers_shard_batch_indices_without_overlap():
+    ids = np.arange(1000, dtype=np.int16)
+    single = RandomWindows(ids, block_size=8, batch_size=2, seed=3)
+    expected = [single.batch(i)[0] for i in range(6)]
+    # Two processes: rank r takes indices r, r+2, r+4... — together exactly the single-process batches.
+    ranks = [iter(RandomWindows(ids, block_size=8, batch_size=2, seed=3, start=r, stride=2)) for r in (0, 1)]
+    sharded = [next(ranks[i % 2])[0] for i in range(6)]
+    for got, want in zip(sharded, expected):
+        torch.testing.assert_close(got, want)
+    # Two loader workers within one process keep the order.
+    loader = torch.utils.data.DataLoader(single, batch_size=None, num_workers=2)
+    for got, want in zip(loader, expected):
+        torch.testing.assert_close(got[0], want)
+
+
 def test_contiguous_windows_cover_every_target_once():
     ids = np.arange(101, dtype=np.int16)
     windows = ContiguousWindows(ids, block_size=10)

@@ -61,17 +61,21 @@ class RandomWindows(IterableDataset):
     """Endless batches of random ``(x, y)`` windows from a 1-D id array, ``block_size`` long.
 
     Batch ``i`` depends only on ``(seed, i)``, so a run resumed at step ``i`` sees exactly the
-    batches the uninterrupted run would have; with several workers, worker ``w`` makes the
-    batches ``i ≡ w (mod workers)`` and the loader interleaves them back in order.
+    batches the uninterrupted run would have. ``stride`` shards the batch indices between processes
+    (rank ``r`` of ``world`` starts at ``start·world + r`` with stride ``world``, so ranks never see
+    the same batch); with several loader workers, each takes every ``workers``-th of its indices and
+    the loader interleaves them back in order.
     """
 
-    def __init__(self, ids: np.ndarray, block_size: int, batch_size: int, seed: int, start: int = 0):
+    def __init__(
+        self, ids: np.ndarray, block_size: int, batch_size: int, seed: int, start: int = 0, stride: int = 1
+    ):
         if len(ids) < block_size + 2:
             raise ValueError(
                 f"the training split has {len(ids)} tokens, too few for data.block_size={block_size}"
             )
         self.ids, self.block_size, self.batch_size = ids, block_size, batch_size
-        self.seed, self.start = seed, start
+        self.seed, self.start, self.stride = seed, start, stride
 
     def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``index``-th batch: inputs and next-token targets, each ``batch_size×block_size``."""
@@ -83,7 +87,8 @@ class RandomWindows(IterableDataset):
 
     def __iter__(self):
         info = get_worker_info()
-        step, stride = (self.start, 1) if info is None else (self.start + info.id, info.num_workers)
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        step, stride = self.start + worker * self.stride, self.stride * workers
         while True:
             yield self.batch(step)
             step += stride
@@ -209,8 +214,13 @@ class TextDataModule(L.LightningDataModule):
         return {"vocab.json": self.vocab.to_json()}
 
     def train_dataloader(self) -> DataLoader:
-        start = self.trainer.global_step if self.trainer is not None else 0
-        windows = RandomWindows(self.train_ids, self.block_size, self.batch_size, self.seed, start)
+        trainer = self.trainer
+        # Batches already trained on (optimizer steps × accumulation), sharded across processes.
+        done = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        windows = RandomWindows(
+            self.train_ids, self.block_size, self.batch_size, self.seed, done * world + rank, stride=world
+        )
         return DataLoader(windows, batch_size=None, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
