@@ -167,7 +167,7 @@ def _run_suite(
             plot = plot_scaling(
                 out["runs"],
                 results_dir / f"{stem}-{name}.png",
-                f"{name}: {out['runs'][0]['workload']} ({suite.name}, {device.type})",
+                f"{name}: {out['runs'][0]['workload']} (suite {suite.name}, {device.type}, plain loop)",
             )
             result["plots"].append(plot.name)
         # Written after every experiment: a run stopped by a time limit keeps what it measured.

@@ -151,5 +151,6 @@ def plot_scaling(runs: Sequence[Mapping], path: str | Path, title: str = "Scalin
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     left.set_yscale("log")
+    right.set_ylim(bottom=0)
     fig.suptitle(title)
     return save_figure(fig, path)
