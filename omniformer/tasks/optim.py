@@ -69,11 +69,27 @@ def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(module: nn.Module, settings: OptimSettings, total_steps: int) -> dict:
-    """AdamW and a per-step warmup/cosine scheduler, as ``configure_optimizers`` returns them."""
+def build_optimizer(
+    module: nn.Module, settings: OptimSettings, total_steps: int, *, clips_scaled_grads: bool = False
+) -> dict:
+    """AdamW and a per-step warmup/cosine scheduler, as ``configure_optimizers`` returns them.
+
+    Args:
+        clips_scaled_grads: a gradient scaler (``16-mixed``) is active and gradients are clipped.
+            Fused AdamW unscales the gradients inside its own step, after clipping would have seen
+            them still scaled, so Lightning refuses that combination: ``fused=None`` then picks the
+            unfused AdamW, and ``fused=True`` is refused here with the way out.
+    """
     fused = settings.fused
+    if fused and clips_scaled_grads:
+        raise ValueError(
+            "optim.fused=true cannot be combined with trainer.precision=16-mixed and "
+            "trainer.gradient_clip_val: fused AdamW unscales gradients inside its step, so they would "
+            "be clipped while still scaled. Set optim.fused=null (unfused AdamW here), use "
+            "trainer.precision=bf16-mixed, or set trainer.gradient_clip_val=null"
+        )
     if fused is None:
-        fused = all(p.device.type in ("cuda", "cpu") for p in module.parameters())
+        fused = not clips_scaled_grads and all(p.device.type in ("cuda", "cpu") for p in module.parameters())
     optimizer = torch.optim.AdamW(
         parameter_groups(module, settings.weight_decay),
         lr=settings.lr,

