@@ -114,3 +114,18 @@ def test_fused_true_with_a_gradient_scaler_and_clipping_is_refused_with_the_way_
         for scaled in (False, True)
     ]
     assert fused == [True, False]
+
+
+# -- pinned memory for the text loaders -------------------------------------------------------------------
+@pytest.mark.parametrize("cuda", [False, True])
+def test_text_loaders_pin_memory_when_cuda_is_available(monkeypatch, cuda):
+    from omniformer.data.text import TextDataModule
+    from tests.test_text_classification import small
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    language = TextDataModule(tokenizer="char", block_size=16, batch_size=4)
+    reviews = small()
+    for data in (language, reviews):
+        data.setup("fit")
+        for loader in (data.train_dataloader(), data.val_dataloader()):
+            assert loader.pin_memory is cuda, type(data).__name__

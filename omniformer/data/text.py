@@ -221,11 +221,14 @@ class TextDataModule(L.LightningDataModule):
         windows = RandomWindows(
             self.train_ids, self.block_size, self.batch_size, self.seed, done * world + rank, stride=world
         )
-        return DataLoader(windows, batch_size=None, num_workers=self.num_workers)
+        return DataLoader(
+            windows, batch_size=None, num_workers=self.num_workers, pin_memory=torch.cuda.is_available()
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
             ContiguousWindows(self.val_ids, self.block_size),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
         )
