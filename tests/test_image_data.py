@@ -426,3 +426,48 @@ def test_every_data_config_builds(name, tmp_path):
     assert dm.root == tmp_path and dm.image_size is not None and dm.num_workers >= 0
     if dm.mean is not None:  # named datasets know their statistics; folders estimate them at setup
         assert len(dm.transform(train=True).transforms) >= 4
+
+
+# -- the in-memory fast path and the fused normalisation ---------------------------------------
+def test_tensor_images_are_torchvisions_pixels(tmp_path, skip_md5):
+    """MNIST and CIFAR items served from the uint8 arrays equal torchvision's own PIL path."""
+    from torchvision.transforms import v2
+
+    from omniformer.data.image import TensorImages
+
+    to_image = v2.ToImage()
+    mnist_raw = torchvision.datasets.MNIST(str(MNIST_FIXTURE), train=True, download=False)
+    cifar_raw = torchvision.datasets.CIFAR10(str(write_cifar10(tmp_path)), train=True, download=False)
+    for raw in (mnist_raw, cifar_raw):
+        fast = TensorImages(raw)
+        assert len(fast) == len(raw) and fast.classes == raw.classes
+        for i in (0, 3, len(raw) - 1):
+            image, label = fast[i]
+            pil, expected_label = raw[i]
+            assert torch.equal(image, to_image(pil)) and label == expected_label
+    with pytest.raises(ValueError, match="expected uint8"):
+        TensorImages(type("Fake", (), {"data": torch.zeros(2, 3), "targets": [0, 1]})())
+
+
+def test_scale_normalize_matches_todtype_and_normalize():
+    from torchvision.transforms import v2
+
+    from omniformer.data.image import ScaleNormalize
+
+    mean, std = [0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    pixels = torch.randint(0, 256, (3, 8, 5), dtype=torch.uint8)
+    fused = ScaleNormalize(mean, std)
+    assert torch.allclose(fused(pixels), reference(pixels), atol=1e-5)
+    unit = pixels.float() / 255  # float input: already in [0, 1], only normalised
+    assert torch.allclose(fused(unit), reference(unit), atol=1e-6)
+    assert fused(pixels).dtype == torch.float32 and type(fused(pixels)) is torch.Tensor
+
+
+def test_resize_if_needed_only_resizes_other_sizes():
+    from omniformer.data.image import ResizeIfNeeded
+
+    resize = ResizeIfNeeded((28, 28))
+    same = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    assert resize(same) is same
+    assert resize(torch.zeros(1, 32, 30, dtype=torch.uint8)).shape == (1, 28, 28)

@@ -260,3 +260,33 @@ def test_resume_refuses_other_data_and_warns_about_changed_settings(tmp_path, ca
     with caplog.at_level("WARNING", logger="omniformer"):
         run([*args, "optim.lr=0.002", "ckpt_path=last"], tmp_path)
     assert "optim.lr: 0.001 → 0.002" in caplog.text and "will not repeat the uninterrupted one" in caplog.text
+
+
+def test_seeded_batches_equal_seeded_items_and_keep_the_main_stream():
+    """``__getitems__`` (one save/restore per batch) loads what ``__getitem__`` loads, and loading
+    in the main process leaves the caller's torch / random / NumPy streams where they were."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from omniformer.resume import SeededDataset
+
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return torch.rand(2) + i, random.random(), float(np.random.rand())
+
+    data = SeededDataset(Noisy())
+    keys = [(3, 11), (7, 12), (3, 11)]
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    expected = (torch.rand(1), random.random(), np.random.rand())
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    batch = data.__getitems__(keys)
+    single = [data[k] for k in keys]
+    assert (torch.rand(1), random.random(), np.random.rand()) == expected
+    for got, want in zip(batch, single):
+        assert torch.equal(got[0], want[0]) and got[1:] == want[1:]
+    assert torch.equal(batch[0][0], batch[2][0]) and not torch.equal(batch[0][0], batch[1][0] - 4)

@@ -6,8 +6,12 @@ deterministic validation split from the training set (``data.val_size``, seeded 
 pipelines from the config::
 
     decode → train_transforms / eval_transforms (named v2 transforms, from YAML)
-           → Resize(image_size) (a no-op when the size already matches)
-           → ToDtype(float32, scale) → Normalize(mean, std)
+           → Resize(image_size) (skipped when the size already matches)
+           → scale to [0, 1] and Normalize(mean, std) (one fused step for uint8 pixels)
+
+MNIST, FashionMNIST and CIFAR keep their pixels in memory as one uint8 array; samples are served
+from it as tensors (:class:`TensorImages`, the same pixels torchvision's ``__getitem__`` gives),
+skipping the per-sample PIL round trip, so the per-image work is the configured transforms.
 
 ``mean``/``std`` default to the dataset's published statistics (estimated from training images for
 an ``ImageFolder``). Datasets are read from ``data.root``: ``$OMNIFORMER_DATA`` or
@@ -35,7 +39,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image, ImageChops
 from torch.utils.data import DataLoader, Dataset
-from torchvision import datasets
+from torchvision import datasets, tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
@@ -136,6 +140,72 @@ class TransformedSubset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.dataset[self.indices[index]]
         return self.transform(image), int(label)
+
+
+class TensorImages(Dataset):
+    """``(image, label)`` pairs served from a torchvision dataset's in-memory uint8 pixels.
+
+    MNIST-style datasets keep ``data`` as an N×H×W tensor and CIFAR as an N×H×W×C array; items are
+    the same pixels the dataset's own ``__getitem__`` returns, as a C×H×W ``tv_tensors.Image``
+    instead of a PIL image (no per-sample PIL round trip). ``classes`` is the dataset's.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        pixels = torch.as_tensor(dataset.data)
+        if pixels.dtype != torch.uint8 or pixels.ndim not in (3, 4):
+            raise ValueError(
+                f"{type(dataset).__name__}.data is {tuple(pixels.shape)} {pixels.dtype}; expected uint8 "
+                "N×H×W or N×H×W×C pixels"
+            )
+        self.images = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
+        self.targets = [int(t) for t in torch.as_tensor(dataset.targets).tolist()]
+        if len(self.targets) != len(self.images):
+            raise ValueError(
+                f"{type(dataset).__name__} has {len(self.images)} images but {len(self.targets)} labels"
+            )
+        self.classes = list(getattr(dataset, "classes", []))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, int]:
+        return tv_tensors.Image(self.images[index]), self.targets[index]
+
+
+class ResizeIfNeeded:
+    """``v2.Resize(size)`` for images of another size; images already ``size`` pass untouched."""
+
+    def __init__(self, size: Sequence[int]) -> None:
+        self.size = [int(s) for s in size]
+        self.resize = v2.Resize(self.size, antialias=True)
+
+    def __call__(self, image: Any) -> Any:
+        if list(v2.functional.get_size(image)) == self.size:
+            return image
+        return self.resize(image)
+
+    def __repr__(self) -> str:
+        return f"ResizeIfNeeded(size={self.size})"
+
+
+class ScaleNormalize:
+    """Pixels → float32 ``(x / max - mean) / std`` per channel, as ``v2.ToDtype(float32, scale=True)``
+    followed by ``v2.Normalize(mean, std)``; uint8 images take one fused multiply-add."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        mean_t, std_t = torch.tensor(self.mean).view(-1, 1, 1), torch.tensor(self.std).view(-1, 1, 1)
+        self.uint8_scale, self.shift = 1.0 / (255.0 * std_t), -mean_t / std_t
+        self.generic = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
+            pixels = image.as_subclass(torch.Tensor).to(torch.float32)
+            return torch.addcmul(self.shift, pixels, self.uint8_scale)
+        return self.generic(image).as_subclass(torch.Tensor)
+
+    def __repr__(self) -> str:
+        return f"ScaleNormalize(mean={self.mean}, std={self.std})"
 
 
 def split_indices(n: int, val_size: float | int, seed: int, key: str = "data.val_size") -> tuple[list, list]:
@@ -260,11 +330,7 @@ class ImageDataModule(L.LightningDataModule):
             )
         steps: list[Callable] = [v2.ToImage()]
         steps += self.train_steps if train else self.eval_steps
-        steps += [
-            v2.Resize(list(self.image_size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(self.mean), list(self.std)),
-        ]
+        steps += [ResizeIfNeeded(self.image_size), ScaleNormalize(self.mean, self.std)]
         return v2.Compose(steps)
 
     def setup(self, stage: str | None = None) -> None:
@@ -425,7 +491,7 @@ class MNISTDataModule(ImageDataModule):
             raise self._missing(folder, files, "the raw IDX files")
         train = self.dataset_class(str(self.root), train=True, download=False)
         test = self.dataset_class(str(self.root), train=False, download=False)
-        return train, test, None, list(train.classes)
+        return TensorImages(train), TensorImages(test), None, list(train.classes)
 
 
 class FashionMNISTDataModule(MNISTDataModule):
@@ -476,7 +542,7 @@ class CIFAR10DataModule(ImageDataModule):
                 f"{self.display_name} files in {folder} are corrupt or incomplete ({err}); delete the "
                 "folder and download again with data.download=true"
             ) from None
-        return train, test, None, list(train.classes)
+        return TensorImages(train), TensorImages(test), None, list(train.classes)
 
 
 class CIFAR100DataModule(CIFAR10DataModule):
