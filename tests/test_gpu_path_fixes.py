@@ -4,13 +4,19 @@ precision, the per-step seed, the non-finite guard's checking interval, pinned m
 
 from __future__ import annotations
 
+import random
+from types import SimpleNamespace
+
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from omniformer.callbacks import StepSeed
+from omniformer.resume import mix_seed
 from omniformer.tasks import OmniTask, OptimSettings
 from omniformer.tasks.optim import build_optimizer
 
@@ -129,3 +135,50 @@ def test_text_loaders_pin_memory_when_cuda_is_available(monkeypatch, cuda):
         data.setup("fit")
         for loader in (data.train_dataloader(), data.val_dataloader()):
             assert loader.pin_memory is cuda, type(data).__name__
+
+
+# -- StepSeed: cheap per-step seeding, same randomness ----------------------------------------------------
+def step_seed_draws(batch: int, seed: int = 7, device: str = "cpu") -> tuple:
+    """What a training step draws after ``StepSeed`` ran for batch ``batch``: dropout, random, NumPy."""
+    trainer = SimpleNamespace(global_rank=0, fit_loop=SimpleNamespace(total_batch_idx=batch))
+    StepSeed(seed).on_train_batch_start(trainer, SimpleNamespace(device=torch.device(device)), None, batch)
+    mask = nn.functional.dropout(torch.ones(64), 0.5, training=True)
+    return mask, random.random(), float(np.random.rand())
+
+
+def test_step_seed_gives_the_same_randomness_for_the_same_seed_and_step():
+    first = step_seed_draws(5)
+    torch.rand(100)  # whatever ran in between
+    random.random()
+    np.random.rand(3)
+    again = step_seed_draws(5)
+    assert torch.equal(first[0], again[0]) and first[1:] == again[1:]
+    other = step_seed_draws(6)
+    assert not torch.equal(first[0], other[0]) and first[1] != other[1] and first[2] != other[2]
+    assert not torch.equal(first[0], step_seed_draws(5, seed=8)[0])
+
+
+def test_step_seed_draws_what_torch_manual_seed_drew():
+    # the same numbers as before it stopped calling torch.manual_seed: old checkpoints resume alike
+    fast = step_seed_draws(3)
+    seed = mix_seed(7, 0, 3)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    assert torch.equal(fast[0], nn.functional.dropout(torch.ones(64), 0.5, training=True))
+    assert fast[1:] == (random.random(), float(np.random.rand()))
+
+
+def test_step_seed_seeds_cuda_only_once_initialised_and_other_backends_through_manual_seed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: calls.append(("cuda", s)))
+    monkeypatch.setattr(torch, "manual_seed", lambda s: calls.append(("all", s)))
+    seed = mix_seed(7, 0, 4)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    step_seed_draws(4)
+    assert calls == []  # CPU only: no lazy CUDA seeding queued
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    step_seed_draws(4, device="cuda")
+    assert calls == [("cuda", seed)]
+    step_seed_draws(4, device="mps")
+    assert calls == [("cuda", seed), ("all", seed)]
