@@ -17,6 +17,10 @@ batch is a dict ``{member name: member batch}``:
 Validation and test run every member in turn (``CombinedLoader`` mode ``sequential``). ``spec()``
 is the members' specs by name (``data_spec.<member>.num_classes``...), ``artifacts()`` their files
 prefixed by the member name (``mnist/classes.json``).
+
+Training resumes mid-epoch exactly (see :mod:`omniformer.resume`): in sampled mode each
+:class:`ScheduledLoader` checkpoints its place in the schedule and in its member's loader;
+``sampling=all`` is exact when every member is map-style (see :meth:`MultiTaskDataModule.train_dataloader`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import sized_len
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
+
+from omniformer.resume import ResumableLoader, resumable_loader
 
 SamplingKind = Literal["proportional", "uniform", "weights", "all"]
 ModeKind = Literal["max_size_cycle", "min_size", "max_size"]
@@ -119,8 +126,18 @@ class ScheduledLoader:
 
     Yields the member's next batch on the steps ``schedule`` gives it and ``None`` on every other
     step, so all members have the same length and a step's combined batch holds exactly one real
-    batch. The member's own iterator survives epochs of the schedule and restarts (reshuffled) when
-    the member's loader is exhausted; endless loaders (LM windows) simply continue.
+    batch. The member's own iterator survives epochs of the schedule and restarts when the member's
+    loader is exhausted (the next *member pass*; a sampler with ``set_epoch`` gets the pass number,
+    so a :class:`~omniformer.resume.ResumableLoader`'s pass ``p`` is a pure function of its seed and
+    ``p``); endless loaders (LM windows) simply continue.
+
+    The loader is stateful (Lightning stores ``state_dict()`` in checkpoints): the schedule epoch,
+    the steps of it served, the member pass and the member batches of that pass served. After
+    ``load_state_dict`` the next iteration continues exactly there. A
+    :class:`~omniformer.resume.ResumableLoader` member skips the served batches without loading
+    them; any other member (e.g. the LM's ``RandomWindows``) is iterated afresh and the served
+    batches are loaded and discarded, which costs one batch load each, and is exact only if the
+    member's pass is deterministic (LM windows are: batch ``i`` depends on ``(seed, i)``).
 
     Args:
         loader: the member's training loader.
@@ -141,28 +158,114 @@ class ScheduledLoader:
     ) -> None:
         self.loader, self.schedule, self.index, self.name, self.epoch = loader, schedule, index, name, epoch
         self._member_iter: Iterator | None = None  # not `_iterator`: Lightning resets that name
-        self._passes = 0
+        self._member_pass = 0  # how many times the member's iterator restarted
+        self._member_served = 0  # member batches of the current pass handed out
+        self._schedule_epoch: int | None = None  # the schedule epoch being iterated
+        self._steps_served = 0  # steps of that schedule epoch handed out
+        self._passes = 0  # schedule epochs started (the epoch outside a trainer)
+        self._restored: dict[str, int] | None = None  # a loaded position, applied by the next iteration
 
     def __len__(self) -> int:
         return self.schedule.steps
 
     def __iter__(self) -> Iterator[Any]:
-        epoch = self.epoch()
-        order = self.schedule.order(self._passes if epoch is None else epoch)
-        self._passes += 1
-        return (self._next() if member == self.index else None for member in order)
+        # A generator: Lightning calls iter() before it loads a checkpoint's loader state, so the
+        # position is read when the first step is drawn, not here.
+        epoch, start = self._start()
+        order = self.schedule.order(epoch)
+        for member in order[start:]:
+            batch = self._next() if member == self.index else None
+            self._steps_served += 1  # counted when handed out, like ResumableLoader's batches
+            yield batch
+
+    def _start(self) -> tuple[int, int]:
+        """The schedule epoch and step to begin at: a restored position, else the next epoch."""
+        if self._restored is not None:
+            state, self._restored = self._restored, None
+            epoch, start = state["epoch"], state["steps"]
+            if start >= self.schedule.steps:  # written after the epoch's last step
+                epoch, start = epoch + 1, 0
+            self._member_iter = None
+            self._member_pass, self._member_served = state["member_pass"], state["member_batches"]
+        else:
+            trainer_epoch = self.epoch()
+            epoch, start = (self._passes if trainer_epoch is None else trainer_epoch), 0
+        self._schedule_epoch, self._steps_served, self._passes = epoch, start, epoch + 1
+        return epoch, start
 
     def _next(self) -> Any:
         if self._member_iter is None:
-            self._member_iter = iter(self.loader)
+            self._start_member_pass(skip=self._member_served)
         try:
-            return next(self._member_iter)
+            batch = next(self._member_iter)
         except StopIteration:
-            self._member_iter = iter(self.loader)
+            self._member_pass += 1
+            self._start_member_pass(skip=0)
             try:
-                return next(self._member_iter)
+                batch = next(self._member_iter)
             except StopIteration:
                 raise ValueError(f"task {self.name!r}: its training loader yields no batches") from None
+        self._member_served += 1
+        return batch
+
+    def _start_member_pass(self, skip: int) -> None:
+        """(Re)create the member's iterator for pass ``self._member_pass``, ``skip`` batches in."""
+        length = sized_len(self.loader)
+        if length is not None and length > 0 and skip >= length:  # the pass had ended: start the next
+            self._member_pass, skip = self._member_pass + 1, 0
+        self._member_served = skip
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self._member_pass)
+        if isinstance(self.loader, ResumableLoader):
+            if skip:
+                self.loader.load_state_dict({"epoch": self._member_pass, "batches": skip})
+            self._member_iter = iter(self.loader)
+            return
+        self._member_iter = iter(self.loader)
+        for served in range(skip):  # not resumable on its own: load and discard what was served
+            try:
+                next(self._member_iter)
+            except StopIteration:
+                raise ValueError(
+                    f"task {self.name!r}: its training loader ended after {served} batches, but the "
+                    f"checkpoint says {skip} of this pass were trained on; was the data changed?"
+                ) from None
+
+    def state_dict(self) -> dict[str, int]:
+        """The position: schedule ``epoch``, ``steps`` of it served, ``member_pass``, ``member_batches``."""
+        if self._restored is not None:  # loaded but not iterated yet: still the same position
+            return dict(self._restored)
+        if self._schedule_epoch is None:  # not iterated yet
+            trainer_epoch = self.epoch()
+            epoch = self._passes if trainer_epoch is None else trainer_epoch
+            return {"epoch": int(epoch), "steps": 0, "member_pass": 0, "member_batches": 0}
+        return {
+            "epoch": int(self._schedule_epoch),
+            "steps": int(self._steps_served),
+            "member_pass": int(self._member_pass),
+            "member_batches": int(self._member_served),
+        }
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Continue at ``state`` (from :meth:`state_dict`) when the loader is next iterated.
+
+        Raises:
+            ValueError: ``state`` lacks a key or holds a negative number.
+        """
+        keys = ("epoch", "steps", "member_pass", "member_batches")
+        missing = [key for key in keys if key not in state]
+        if missing:
+            raise ValueError(
+                f"task {self.name!r}: the checkpoint's loader state {dict(state)} lacks "
+                f"{', '.join(missing)}; was it written by another data setup?"
+            )
+        values = {key: int(state[key]) for key in keys}
+        negative = [f"{key}={value}" for key, value in values.items() if value < 0]
+        if negative:
+            shown = ", ".join(negative)
+            raise ValueError(f"task {self.name!r}: bad loader state in the checkpoint ({shown})")
+        self._restored = values
 
 
 def loader_batches(name: str, datamodule: L.LightningDataModule, loader) -> int:
@@ -269,12 +372,25 @@ class MultiTaskDataModule(L.LightningDataModule):
                 member.use_artifacts(mine)
 
     def train_dataloader(self) -> CombinedLoader:
-        """One task per step (sampled) or every task every step (``sampling=all``)."""
+        """One task per step (sampled) or every task every step (``sampling=all``).
+
+        Map-style member loaders are rebuilt as :class:`~omniformer.resume.ResumableLoader`
+        objects seeded with the run's seed, so that a run resumed from a mid-epoch checkpoint can
+        see the uninterrupted run's batches:
+
+        * sampled mode is exact for every member, the LM's endless windows included (see
+          :class:`ScheduledLoader`);
+        * ``sampling=all`` is exact when every member is map-style (Lightning stores and restores
+          each ``ResumableLoader``'s position). With an endless member (the text LM) it is not:
+          the ``CombinedLoader`` then has no length, Lightning fetches a step ahead, and it does so
+          before the checkpoint's loader positions are restored, so the map-style members do not
+          continue where they were (the LM's windows do: they start at ``trainer.global_step``).
+        """
         for member in self.members.values():
             if member.trainer is None and self.trainer is not None:
                 member.trainer = self.trainer
-        loaders = {name: member.train_dataloader() for name, member in self.members.items()}
         if self.sampling == "all":
+            loaders = {name: self._all_member_loader(member) for name, member in self.members.items()}
             rank_zero_info(f"multi-task: every task every step ({', '.join(self.names)}), mode={self.mode}")
             return CombinedLoader(loaders, mode=self.mode)
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -284,6 +400,7 @@ class MultiTaskDataModule(L.LightningDataModule):
                 f"across {world} processes yet; use task.sampling=all (CombinedLoader shards DataLoaders) "
                 "or one device"
             )
+        loaders = {name: self._sampled_member_loader(member) for name, member in self.members.items()}
         sizes = {name: loader_batches(name, self.members[name], loader) for name, loader in loaders.items()}
         self.probabilities = sampling_probabilities(self.sampling, self.names, sizes, self.weights)
         steps = self.steps_per_epoch or sum(sizes.values())
@@ -297,6 +414,30 @@ class MultiTaskDataModule(L.LightningDataModule):
             for i, (name, loader) in enumerate(loaders.items())
         }
         return CombinedLoader(scheduled, mode="min_size")
+
+    def _sampled_member_loader(self, member: L.LightningDataModule):
+        """A member's training loader for sampled mode: resumable, and built as if at step 0.
+
+        The member trains only on the steps drawn for it, so the run's ``global_step`` is not its
+        position (the text LM would start its windows there); its trainer is detached while the
+        loader is built, and :class:`ScheduledLoader` restores the member's own position.
+        """
+        trainer, member.trainer = member.trainer, None
+        try:
+            loader = member.train_dataloader()
+        finally:
+            member.trainer = trainer
+        return resumable_loader(loader, self.seed)
+
+    def _all_member_loader(self, member: L.LightningDataModule):
+        """A member's training loader for ``sampling=all``, resumable when it is map-style."""
+        loader = member.train_dataloader()
+        trainer = self.trainer
+        if trainer is None:
+            return resumable_loader(loader, self.seed)
+        if trainer.overfit_batches:  # Lightning swaps in a sequential sampler there
+            return loader
+        return resumable_loader(loader, self.seed, num_replicas=trainer.world_size, rank=trainer.global_rank)
 
     def _trainer_epoch(self) -> int | None:
         return int(self.trainer.current_epoch) if self.trainer is not None else None
