@@ -78,7 +78,7 @@ class NonFiniteGuard(L.Callback):
 
     A non-finite loss makes non-finite gradients, and so does an overflow in the backward pass; the
     check runs after the gradients are complete (accumulated, and averaged across processes) and
-    before clipping and the update. On a bad step the gradients are dropped, so the weights and the
+    before clipping and the update. On a bad step the update is dropped, so the weights and the
     optimizer's moments stay as they were; then
 
     * ``action="stop"``: raise :class:`NonFiniteLossError` naming the step — training ends, and the
@@ -88,35 +88,88 @@ class NonFiniteGuard(L.Callback):
       learning-rate schedule still advances.
 
     With ``16-mixed`` precision the gradient scaler already skips overflowing steps, and this guard
-    only watches the loss. The check costs one host synchronisation per optimizer step.
+    only watches the loss.
+
+    **Checking interval.** Deciding on the host whether a step was bad is a device→host
+    synchronisation; on a GPU it stalls the queue of work once per step. With
+    ``check_every_n_steps`` above 1 and an optimizer that can drop its own update on the device
+    (``found_inf``, as the gradient scaler uses it: fused AdamW, the default on CUDA), the guard
+    keeps one flag per step on the device and reads them every N optimizer steps. Then:
+
+    * exact, every step: a bad step's update is dropped on the device (weights, moments and the
+      optimizer's step count unchanged). With ``stop``, every update after it is dropped too, so
+      the weights stay those from before the bad step until the error is raised;
+    * exact when reported: the error and the warnings name the bad steps; ``nonfinite_skipped`` in
+      the logs is exact at every step;
+    * delayed by up to N-1 optimizer steps: the error (``stop``), the warnings (``skip``), stopping
+      after ``max_skips``, and the count kept in checkpoints and ``results.json``. The flags are
+      also read before every checkpoint is written and when training ends, so no checkpoint is
+      written after an unreported bad step and the final count is exact. With ``16-mixed`` (the
+      scaler drops the bad updates) the steps between a bad step and the check still train; the
+      error then discards them, as no checkpoint holds them.
+
+    An optimizer without ``found_inf`` (e.g. unfused AdamW) is checked at every step whatever
+    ``check_every_n_steps`` says.
 
     Args:
         action: ``"stop"`` or ``"skip"``.
         max_skips: with ``skip``, stop anyway after this many skipped steps (``None``: never).
+        check_every_n_steps: read the flags every this many optimizer steps. ``None``: every step
+            when training on the CPU (reading costs nothing there), else every
+            ``trainer.log_every_n_steps`` steps (Lightning reads the loss to the host then anyway).
     """
 
-    def __init__(self, action: Literal["stop", "skip"] = "stop", max_skips: int | None = None) -> None:
+    def __init__(
+        self,
+        action: Literal["stop", "skip"] = "stop",
+        max_skips: int | None = None,
+        check_every_n_steps: int | None = None,
+    ) -> None:
         if action not in ("stop", "skip"):
             raise ValueError(f"callbacks.nonfinite.action={action!r}; choose 'stop' or 'skip'")
         if max_skips is not None and max_skips < 0:
             raise ValueError(f"callbacks.nonfinite.max_skips={max_skips} must be >= 0 (or null)")
+        if check_every_n_steps is not None and check_every_n_steps < 1:
+            raise ValueError(
+                f"callbacks.nonfinite.check_every_n_steps={check_every_n_steps} must be >= 1 (or null)"
+            )
         self.action, self.max_skips = action, max_skips
+        self.check_every_n_steps = check_every_n_steps
         self.skipped = 0
+        self.every = 1  # the interval in use, resolved when training starts
+        self._flags: list[torch.Tensor] = []  # one device flag per unread step
+        self._where: list[tuple[int, int, int]] = []  # (step, epoch, batch) of each flag
+        self._pending: torch.Tensor | None = None  # device count of unread bad steps (for the logs)
+        self._frozen: torch.Tensor | None = None  # stop: an unread step was bad, drop every update
+        self._armed: list[torch.optim.Optimizer] = []  # optimizers given a found_inf this step
 
     @staticmethod
     def _scaler_active(trainer) -> bool:
         return getattr(trainer.precision_plugin, "scaler", None) is not None
 
-    def _message(self, trainer, what: str) -> str:
-        loss = trainer.callback_metrics.get("train_loss")
-        shown = f"train_loss={float(loss):.6g}, " if loss is not None else ""
+    def on_train_start(self, trainer, pl_module) -> None:
+        every = self.check_every_n_steps
+        if every is None:
+            every = 1 if pl_module.device.type == "cpu" else max(int(trainer.log_every_n_steps or 1), 1)
+        drops_on_device = all(getattr(o, "_step_supports_amp_scaling", False) for o in trainer.optimizers)
+        self.every = every if self._scaler_active(trainer) or drops_on_device else 1
+
+    def _message(self, trainer, what: str, where: tuple[int, int, int] | None = None) -> str:
+        if where is None:
+            loss = trainer.callback_metrics.get("train_loss")
+            shown = f"train_loss={float(loss):.6g}, " if loss is not None else ""
+            return (
+                f"non-finite {what} at training step {trainer.global_step} "
+                f"({shown}epoch {trainer.current_epoch}, batch {trainer.fit_loop.batch_idx})"
+            )
+        step, epoch, batch = where
         return (
-            f"non-finite {what} at training step {trainer.global_step} "
-            f"({shown}epoch {trainer.current_epoch}, batch {trainer.fit_loop.batch_idx})"
+            f"non-finite {what} at training step {step} (epoch {epoch}, batch {batch}; read at step "
+            f"{trainer.global_step}, callbacks.nonfinite.check_every_n_steps={self.every})"
         )
 
-    def _bad_step(self, trainer, what: str) -> None:
-        message = self._message(trainer, what)
+    def _bad_step(self, trainer, what: str, where: tuple[int, int, int] | None = None) -> None:
+        message = self._message(trainer, what, where)
         if self.action == "skip" and (self.max_skips is None or self.skipped < self.max_skips):
             self.skipped += 1
             log.warning(
@@ -125,11 +178,31 @@ class NonFiniteGuard(L.Callback):
             return
         if self.action == "skip":
             message += f": more than callbacks.nonfinite.max_skips={self.max_skips} bad steps"
+        frozen = where is not None and not self._scaler_active(trainer)  # later updates were dropped
+        after = " (nor with any step after it)" if frozen else ""
         raise NonFiniteLossError(
-            f"{message}. Training stopped; the weights were not updated with it and the last good "
-            "checkpoint is unchanged. Lower optim.lr, set trainer.gradient_clip_val, or use "
+            f"{message}. Training stopped; the weights were not updated with it{after} and the last "
+            "good checkpoint is unchanged. Lower optim.lr, set trainer.gradient_clip_val, or use "
             "callbacks.nonfinite.action=skip to skip such steps"
         )
+
+    def _record(self, trainer, bad: torch.Tensor) -> None:
+        """Keep a step's flag on the device (no synchronisation)."""
+        self._flags.append(bad)
+        self._where.append((trainer.global_step, trainer.current_epoch, trainer.fit_loop.batch_idx))
+        count = bad.float()
+        self._pending = count if self._pending is None else self._pending + count
+
+    def _read(self, trainer) -> None:
+        """Read the unread flags (one synchronisation) and act on the bad steps, in order."""
+        if not self._flags:
+            return
+        flags = torch.stack(self._flags).tolist()
+        where, what = self._where, "loss" if self._scaler_active(trainer) else "loss or gradient"
+        self._flags, self._where, self._pending, self._frozen = [], [], None, None
+        for bad, place in zip(flags, where):
+            if bad:
+                self._bad_step(trainer, what, place)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if self._scaler_active(trainer):
@@ -138,7 +211,20 @@ class NonFiniteGuard(L.Callback):
         if not grads:
             return
         norms = torch._foreach_norm(grads)  # one norm per tensor; NaN/Inf anywhere shows in its norm
-        bad = not bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+        bad = ~torch.isfinite(torch.stack([n.float() for n in norms])).all()
+        if self.every > 1:
+            if trainer.world_size > 1 and torch.distributed.is_initialized():  # sharded gradients (FSDP)
+                bad = bad.float()
+                torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)  # queued, no wait
+                bad = bad > 0
+            self._record(trainer, bad)
+            if self.action == "stop":
+                self._frozen = bad if self._frozen is None else self._frozen | bad
+                bad = self._frozen
+            optimizer.found_inf = bad.float()  # the fused step leaves weights and moments alone
+            self._armed.append(optimizer)
+            return
+        bad = bool(bad)  # one host synchronisation
         if trainer.world_size > 1:  # sharded gradients (FSDP): every rank must decide alike
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
@@ -149,12 +235,35 @@ class NonFiniteGuard(L.Callback):
         self._bad_step(trainer, "loss or gradient")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for optimizer in self._armed:  # a found_inf left behind would drop later updates
+            del optimizer.found_inf
+        self._armed = []
         if self._scaler_active(trainer):  # the scaler skipped the update; still report a NaN loss
             loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-            if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss)):
-                self._bad_step(trainer, "loss")
+            if isinstance(loss, torch.Tensor):
+                if self.every > 1:
+                    self._record(trainer, ~torch.isfinite(loss.detach()).all())
+                elif not bool(torch.isfinite(loss)):
+                    self._bad_step(trainer, "loss")
         if self.action == "skip":
-            pl_module.log("nonfinite_skipped", float(self.skipped), on_step=True, on_epoch=False)
+            count = float(self.skipped) if self._pending is None else self._pending + self.skipped
+            pl_module.log("nonfinite_skipped", count, on_step=True, on_epoch=False)
+        if len(self._flags) >= self.every:
+            self._read(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        # No checkpoint after an unreported bad step, and the count it keeps is exact.
+        self._read(trainer)
+        if self.state_key in checkpoint.get("callbacks", {}):
+            checkpoint["callbacks"][self.state_key] = self.state_dict()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._read(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        for optimizer in self._armed:
+            del optimizer.found_inf
+        self._armed = []
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": self.skipped}
