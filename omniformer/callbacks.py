@@ -1,4 +1,5 @@
-"""Lightning callbacks: run metadata in checkpoints, per-step seeds, non-finite guard, throughput."""
+"""Lightning callbacks: run metadata in checkpoints, per-step seeds, non-finite guard, throughput,
+progress bar."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from omniformer.checkpoint import FORMAT_VERSION, SECTION, clean_state_dict
 from omniformer.resume import mix_seed, seed_all
@@ -327,3 +329,28 @@ class Throughput(L.Callback):
                 self.data_seconds / max(self.compute_seconds + self.data_seconds, 1e-9), 4
             ),
         }
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, made true for runs whose length is ``trainer.max_steps``.
+
+    With ``max_epochs=-1`` Lightning labels the bar "Epoch 0/-2" (``max_epochs - 1``). Here such runs
+    show "Epoch 0" and, among the metrics, the optimizer step out of ``max_steps`` (``step: 120/1500``).
+    Runs bounded by epochs look as in Lightning. Same arguments as ``RichProgressBar``.
+    """
+
+    @staticmethod
+    def _step_based(trainer) -> bool:
+        return trainer.max_epochs is None or trainer.max_epochs < 0
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if not self._step_based(self.trainer):
+            return super()._get_train_description(current_epoch)
+        # padded to the validation bar's label, as Lightning does, so the two don't flicker
+        return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        if self._step_based(trainer) and trainer.max_steps > 0:
+            metrics = {"step": f"{trainer.global_step}/{trainer.max_steps}", **metrics}
+        return metrics

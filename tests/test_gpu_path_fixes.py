@@ -4,7 +4,9 @@ precision, the per-step seed, the non-finite guard's checking interval, pinned m
 
 from __future__ import annotations
 
+import io
 import random
+import warnings
 from types import SimpleNamespace
 
 import lightning as L
@@ -15,10 +17,12 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from omniformer.callbacks import NonFiniteGuard, NonFiniteLossError, StepSeed
+from omniformer.callbacks import NonFiniteGuard, NonFiniteLossError, StepProgressBar, StepSeed
 from omniformer.resume import mix_seed
 from omniformer.tasks import OmniTask, OptimSettings
 from omniformer.tasks.optim import build_optimizer
+
+LIGHTNING_PYTREE = "lightning.pytorch.utilities._pytree"
 
 
 # -- gradient clipping with fused AdamW under mixed precision -------------------------------------------
@@ -52,14 +56,9 @@ def regression_loader() -> DataLoader:
 
 
 def fit(task: TinyTask, steps: int = 4, **trainer_args) -> L.Trainer:
+    options = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **trainer_args,
+        accelerator="cpu", max_steps=steps, enable_model_summary=False, **{**options, **trainer_args}
     )
     trainer.fit(task, regression_loader())
     return trainer
@@ -319,3 +318,44 @@ def test_with_a_gradient_scaler_the_guard_reads_the_loss_flags_every_n_steps():
     fit(task, steps=5, plugins=[scaled], callbacks=[guard], gradient_clip_val=1.0)
     assert guard.every == 3 and guard.reads == [3, 2] and guard.skipped == 1
     assert all(torch.isfinite(p).all() for p in task.parameters())
+
+
+# -- progress bar and warnings ----------------------------------------------------------------------------
+def rendered_bar(**trainer_args) -> str:
+    """What the progress bar printed while TinyTask trained (a rich console writing to a string)."""
+    screen = io.StringIO()
+    bar = StepProgressBar(console_kwargs={"file": screen, "force_terminal": True, "width": 200})
+    fit(TinyTask(), callbacks=[bar], enable_progress_bar=True, **trainer_args)
+    return screen.getvalue()
+
+
+def test_a_step_based_run_shows_the_epoch_and_the_step_not_epoch_0_of_minus_2():
+    shown = rendered_bar(steps=6, max_epochs=-1)
+    assert "Epoch 1" in shown and "/-2" not in shown
+    assert "step: 6/6" in shown
+    shown = rendered_bar(steps=-1, max_epochs=2)  # bounded by epochs: as in Lightning
+    assert "Epoch 1/1" in shown and "step:" not in shown
+
+
+def test_the_configured_rich_progress_bar_is_built_as_the_step_progress_bar():
+    from omniformer.train import build_callbacks
+    from tests.conftest import compose_train
+
+    callbacks = build_callbacks(compose_train(["callbacks.checkpoint=null"]))
+    bars = [c for c in callbacks if isinstance(c, L.pytorch.callbacks.RichProgressBar)]
+    assert len(bars) == 1 and type(bars[0]) is StepProgressBar and bars[0].refresh_rate == 10
+
+
+def test_only_the_lightning_leafspec_deprecation_warning_is_silenced():
+    from lightning.pytorch.utilities._pytree import _tree_flatten
+
+    from omniformer.train import silence_known_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_known_warnings()
+        _tree_flatten({"loss": 1.0})  # builds a LeafSpec inside lightning
+        text = "`isinstance(treespec, LeafSpec)` is deprecated, use ..."
+        warnings.warn_explicit(text, FutureWarning, "elsewhere.py", 1, module="elsewhere")
+        warnings.warn_explicit("something else", FutureWarning, "_pytree.py", 21, module=LIGHTNING_PYTREE)
+    assert sorted(str(w.message) for w in caught) == sorted([text, "something else"])
