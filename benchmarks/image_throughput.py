@@ -18,7 +18,10 @@ Variants alternate in rounds (omniformer, plain, then plain, omniformer, ...) so
 processes falls on both alike; the ratio is omniformer's images/s over plain's (1.0 = no overhead),
 on the wall clock and on this process's CPU clock (steadier where other processes share the cores).
 The data path is measured on its own: images/s of the MNIST train loader (decode + augmentation +
-normalisation), which runs beside the model in loader workers during real training.
+normalisation), which runs beside the model in loader workers during real training. And end to end
+(``--end-to-end``), data loading included: ``Trainer.fit`` on the MNIST data module as ``data=mnist``
+configures it, against a textbook plain loop over ``torchvision.datasets.MNIST`` with the same crop
+and normalisation in a ``DataLoader`` (as many workers), and a plain loop over pre-made batches.
 
 Results: ``benchmarks/results/image_throughput.json`` and ``.md``; with ``--accuracy-run`` (an
 ``omniformer-train`` run folder, repeatable) the Markdown also lists accuracy runs.
@@ -138,10 +141,14 @@ def train_omniformer(cfg, task, batches: list, warmup: int) -> Timed:
     return timer.clock.timed()
 
 
-def train_by_hand(workload: Workload, task, batches: list, warmup: int, clip: float | None) -> Timed:
-    """The same arithmetic in a hand-written loop: loss, backward, clip, AdamW step, schedule."""
+def train_by_hand(
+    workload: Workload, task, batches, warmup: int, clip: float | None, total: int | None = None
+) -> Timed:
+    """The same arithmetic in a hand-written loop: loss, backward, clip, AdamW step, schedule.
+
+    ``batches``: a list, or any iterable with ``total`` (the schedule's length) given."""
     net = task.net.train()
-    built = build_optimizer(net, task.optim, len(batches))
+    built = build_optimizer(net, task.optim, total or len(batches))
     optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
     params = [p for p in net.parameters() if p.requires_grad]
     clock = DualClock(warmup)
@@ -195,6 +202,117 @@ def loader_rate(datamodule, batches: int) -> dict:
     return {
         "wall": round(seen / (time.perf_counter() - wall), 1),
         "cpu": round(seen / (time.process_time() - cpu), 1),
+    }
+
+
+class TextbookMNIST:
+    """What a plain PyTorch script feeds its loop: ``torchvision.datasets.MNIST`` with a v2 pipeline
+    (PIL → tensor, the same ±2 px ``RandomCrop``, scale, normalise) in a shuffled ``DataLoader`` with
+    the data module's batch size and worker count. Endless: epochs follow each other."""
+
+    def __init__(self, root: str, batch_size: int, num_workers: int) -> None:
+        from torchvision import datasets
+        from torchvision.transforms import v2
+
+        transform = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RandomCrop(28, padding=2),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize([0.1307], [0.3081]),
+            ]
+        )
+        dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            drop_last=True,
+        )
+
+    def __iter__(self):
+        while True:
+            yield from self.loader
+
+
+def train_by_hand_from(
+    workload: Workload, task, source, steps: int, warmup: int, clip: float | None
+) -> Timed:
+    """:func:`train_by_hand` pulling ``warmup + steps`` batches from an iterable as it goes."""
+    iterator = iter(source)
+    batches = (next(iterator) for _ in range(warmup + steps))
+    return train_by_hand(workload, task, batches, warmup, clip, total=warmup + steps)
+
+
+def fit_with_datamodule(cfg, task, datamodule, steps: int, warmup: int) -> Timed:
+    """``Trainer.fit`` on the real MNIST data module, its loader made resumable as omniformer-train
+    does (seeded samples, loader workers, the configured transforms)."""
+    from omniformer.resume import RestoreLoaderState, make_resumable
+
+    make_resumable(datamodule, int(cfg.seed))
+    timer = ClockCallback(warmup)
+    with tempfile.TemporaryDirectory(prefix="omniformer-bench-") as root:
+        trainer = lightning_trainer(
+            cfg,
+            steps=warmup + steps,
+            device=torch.device("cpu"),
+            precision="32-true",
+            callbacks=[timer, RestoreLoaderState()],
+            default_callbacks=False,
+            root_dir=root,
+        )
+        trainer.fit(task, datamodule=datamodule)
+    return timer.clock.timed()
+
+
+def run_end_to_end(root: str, size: str, batch: int, steps: int, warmup: int, rounds: int) -> dict:
+    """Training images/s with data loading included: omniformer (``Trainer.fit`` on the MNIST data
+    module as ``data=mnist`` configures it) against a textbook plain loop (:class:`TextbookMNIST`)
+    and a plain loop over pre-made batches (no data work at all), interleaved in rounds."""
+    workload = Workload(
+        name="image_mnist",
+        overrides=["task=image_classification", "data=mnist", f"data.root={root}"],
+        unit="samples",
+    )
+    cfg = workload.config(size, [f"data.batch_size={batch}", "trainer.accelerator=cpu"])
+    built = workload.build(cfg)
+    workers = int(cfg.data.num_workers)
+    clip = cfg.trainer.get("gradient_clip_val")
+    premade = cycled(prefetch_batches(built.datamodule, min(warmup + steps, 50)), warmup + steps)
+    tasks = {name: workload.build(cfg).task for name in ("omniformer", "textbook", "premade")}
+    timed = {name: Timed() for name in tasks}
+    for round_ in range(rounds):
+        order = list(tasks) if round_ % 2 == 0 else list(reversed(tasks))
+        for name in order:
+            if name == "omniformer":
+                datamodule = workload.build_data(cfg)
+                t = fit_with_datamodule(cfg, tasks[name], datamodule, steps, warmup)
+            elif name == "textbook":
+                t = train_by_hand_from(
+                    workload, tasks[name], TextbookMNIST(root, batch, workers), steps, warmup, clip
+                )
+            else:
+                t = train_by_hand(workload, tasks[name], premade, warmup, clip)
+            timed[name] = timed[name].merge(t)
+            print(
+                f"end-to-end {size} round {round_ + 1} {name}: {batch * len(t.wall) / sum(t.wall):.1f} img/s",
+                flush=True,
+            )
+    rates = {name: round(batch * len(t.wall) / sum(t.wall), 1) for name, t in timed.items()}
+    medians = {name: statistics.median(t.wall) for name, t in timed.items()}
+    return {
+        "model": size,
+        "batch_size": batch,
+        "steps": steps,
+        "num_workers": workers,
+        "images_per_s": rates,
+        "ratio_vs_textbook": round(rates["omniformer"] / rates["textbook"], 4),
+        "ratio_vs_premade": round(rates["omniformer"] / rates["premade"], 4),
+        "median_ratio_vs_textbook": round(medians["textbook"] / medians["omniformer"], 4),
+        "median_ratio_vs_premade": round(medians["premade"] / medians["omniformer"], 4),
+        "timed_steps": len(timed["omniformer"].wall),
     }
 
 
@@ -312,6 +430,29 @@ def markdown(result: dict) -> str:
         "measure of per-step framework work here. loader = one process decoding, augmenting and "
         "normalising MNIST training images (training runs `data.num_workers` of them beside the model).",
     ]
+    if result.get("end_to_end"):
+        lines += [
+            "",
+            "## End to end: training images/s with data loading",
+            "",
+            "omniformer = `Trainer.fit` on the MNIST data module exactly as `data=mnist` configures it "
+            "(±2 px crops, seeded resumable sampling, loader workers); textbook = a hand-written loop over "
+            "`torchvision.datasets.MNIST` + the same v2 crop/normalise in a `DataLoader` with as many "
+            "workers; pre-made = a hand-written loop over batches prepared in advance (no data work). Same "
+            "model, initialisation, optimizer and clipping; interleaved rounds.",
+            "",
+            "| model | batch | workers | timed steps | omniformer img/s | textbook img/s | pre-made img/s | "
+            "vs textbook (mean / median step) | vs pre-made (mean / median step) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in result["end_to_end"]:
+            r = row["images_per_s"]
+            lines.append(
+                f"| {row['model']} | {row['batch_size']} | {row['num_workers']} | {row['timed_steps']} | "
+                f"{r['omniformer']} | {r['textbook']} | {r['premade']} | "
+                f"**{row['ratio_vs_textbook']:.3f}** / {row['median_ratio_vs_textbook']:.3f} | "
+                f"**{row['ratio_vs_premade']:.3f}** / {row['median_ratio_vs_premade']:.3f} |"
+            )
     if result.get("accuracy"):
         lines += [
             "",
@@ -342,6 +483,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=["tiny:128:30", "small:128:12", "base:16:8"],
         help="size:batch[:timed steps per round]",
     )
+    parser.add_argument(
+        "--end-to-end",
+        nargs="*",
+        default=["tiny:128:40"],
+        help="size:batch[:timed steps per round] measured with data loading included (none: skip)",
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round when a case names none")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
@@ -370,6 +517,11 @@ def main(argv: list[str] | None = None) -> dict:
         size, batch, steps = [*case.split(":"), "", ""][:3]
         steps = int(steps or args.steps)
         rows.append(run_case(args.root, size, int(batch or 128), steps, args.warmup, args.rounds))
+    end_to_end = []
+    for case in args.end_to_end:
+        size, batch, steps = [*case.split(":"), "", ""][:3]
+        steps = int(steps or args.steps)
+        end_to_end.append(run_end_to_end(args.root, size, int(batch or 128), steps, args.warmup, args.rounds))
     result = {
         "benchmark": "image_throughput",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -379,6 +531,7 @@ def main(argv: list[str] | None = None) -> dict:
         "warmup": args.warmup,
         "rounds": args.rounds,
         "rows": rows,
+        "end_to_end": end_to_end,
         "accuracy": [accuracy_row(run) for run in args.accuracy_run],
         "notes": list(args.note),
     }
