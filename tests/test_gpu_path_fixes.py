@@ -359,3 +359,21 @@ def test_only_the_lightning_leafspec_deprecation_warning_is_silenced():
         warnings.warn_explicit(text, FutureWarning, "elsewhere.py", 1, module="elsewhere")
         warnings.warn_explicit("something else", FutureWarning, "_pytree.py", 21, module=LIGHTNING_PYTREE)
     assert sorted(str(w.message) for w in caught) == sorted([text, "something else"])
+
+
+def test_under_fsdp_the_norm_is_clipped_by_the_root_modules_own_clip_grad_norm():
+    """Lightning's FSDP precision refuses norm clipping; the task hands it to the FSDP root module
+    (whose ``clip_grad_norm_`` reduces across ranks). FSDP cannot run on a CPU, so the strategy is a
+    stand-in of the real class with a recording root module."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    calls = []
+    root = SimpleNamespace(clip_grad_norm_=calls.append)
+    strategy = FSDPStrategy.__new__(FSDPStrategy)
+    strategy._model, strategy._lightning_module = root, None  # what setup() leaves: the FSDP root
+
+    task = OmniTask(nn.Linear(2, 1), OptimSettings())
+    task._trainer = SimpleNamespace(strategy=strategy, precision_plugin=None)
+    optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
+    task.configure_gradient_clipping(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+    assert calls == [0.5]

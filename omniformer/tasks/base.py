@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import GradClipAlgorithmType
 
 from omniformer.model import OmniModel
@@ -43,10 +44,21 @@ class OmniTask(L.LightningModule):
         are still multiplied by the loss scale. ``bf16-mixed`` has no gradient scaler, so its
         gradients are the true ones and clipping them is correct: that case is clipped here with
         ``clip_grad_norm_`` / ``clip_grad_value_`` (no host synchronisation). Every other case
-        (32-bit, ``16-mixed``, FSDP, ...) goes to Lightning unchanged; for ``16-mixed`` with clipping,
+        (32-bit, ``16-mixed``, ...) goes to Lightning unchanged; for ``16-mixed`` with clipping,
         :func:`~omniformer.tasks.optim.build_optimizer` picks the unfused AdamW, which Lightning
         unscales before clipping.
+
+        Under FSDP, Lightning refuses norm clipping (``clip_grad_norm_`` over local shards would
+        compute a wrong norm); the norm is clipped by the FSDP root module's own ``clip_grad_norm_``,
+        which reduces the norm across ranks (``trainer=fsdp`` sets ``gradient_clip_val`` like every
+        trainer).
         """
+        if gradient_clip_val and self._fabric is None and isinstance(self.trainer.strategy, FSDPStrategy):
+            algorithm = GradClipAlgorithmType((gradient_clip_algorithm or "norm").lower())
+            root = self.trainer.strategy.model
+            if algorithm == GradClipAlgorithmType.NORM and hasattr(root, "clip_grad_norm_"):
+                root.clip_grad_norm_(gradient_clip_val)
+                return
         plugin = self.trainer.precision_plugin if self._fabric is None else None
         if isinstance(plugin, MixedPrecision) and plugin.scaler is None and gradient_clip_val:
             algorithm = GradClipAlgorithmType((gradient_clip_algorithm or "norm").lower())
