@@ -159,11 +159,23 @@ class ResumableSampler(DistributedSampler):
         known = base is None or isinstance(base, (RandomSampler, SequentialSampler, DistributedSampler))
         self.base = None if known else base
         self.skip = 0  # samples of this rank's share of the epoch to skip (set when resuming)
+        self.cycle = 0  # passes over the data already completed within this epoch (see ResumableLoader)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch``; a position restored for this epoch is kept."""
         if epoch != self.epoch:
-            self.epoch, self.skip = epoch, 0
+            self.epoch, self.skip, self.cycle = epoch, 0, 0
+
+    def _pass_seed(self) -> int:
+        """Seed of this pass's order: ``DistributedSampler``'s ``seed + epoch`` for an epoch's first
+        pass, a mix with the pass number for repeated passes within one epoch."""
+        return self.seed + self.epoch if self.cycle == 0 else mix_seed(self.seed, self.epoch, self.cycle)
+
+    def sample_seed(self, index: int) -> int:
+        """Seed under which item ``index`` is loaded in this pass."""
+        if self.cycle == 0:
+            return mix_seed(self.seed, self.epoch, index)
+        return mix_seed(self.seed, self.epoch, index, self.cycle)
 
     def epoch_order(self) -> list[int]:
         """Every index of the dataset in the order of the current epoch (before the split by rank)."""
@@ -171,7 +183,7 @@ class ResumableSampler(DistributedSampler):
         if self.base is not None:
             if hasattr(self.base, "set_epoch"):
                 self.base.set_epoch(self.epoch)
-            with seeded_rng(mix_seed(self.seed, self.epoch)):
+            with seeded_rng(mix_seed(self.seed, self.epoch) if self.cycle == 0 else self._pass_seed()):
                 order = [int(i) for i in self.base]
             if sorted(order) != list(range(n)):
                 raise ValueError(
@@ -180,7 +192,7 @@ class ResumableSampler(DistributedSampler):
                 )
             return order
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            generator = torch.Generator().manual_seed(self._pass_seed())
             return torch.randperm(n, generator=generator).tolist()
         return list(range(n))
 
@@ -194,35 +206,51 @@ class ResumableSampler(DistributedSampler):
         mine = order[self.rank : self.total_size : self.num_replicas]
         start, self.skip = self.skip, 0
         for index in mine[start:]:
-            yield index, mix_seed(self.seed, self.epoch, index)
+            yield index, self.sample_seed(index)
 
 
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` over a :class:`SeededDataset` with a :class:`ResumableSampler` that remembers
-    its position: ``state_dict()`` is ``{"epoch", "batches"}`` (batches handed to the training loop
-    in that epoch), and ``load_state_dict`` makes the next iteration start right after them."""
+    its position: ``state_dict()`` is ``{"epoch", "batches", "cycle"}`` (batches handed to the
+    training loop in that epoch's current pass), and ``load_state_dict`` makes the next iteration
+    start right after them.
+
+    Iterated again after running to its end without a ``set_epoch`` in between (Lightning's
+    ``CombinedLoader`` cycling a shorter loader, a benchmark looping over epochs), the loader starts
+    a new *pass* of the same epoch with its own order and sample seeds, a pure function of
+    ``(seed, epoch, pass)``, rather than repeating the batches and augmentations it just gave.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.batches_served = 0
+        self._finished: tuple[int, int] | None = None  # (epoch, pass) last iterated to its end
 
     def __iter__(self):
         sampler: ResumableSampler = self.sampler
+        if self._finished == (sampler.epoch, sampler.cycle) and sampler.skip == 0:
+            sampler.cycle += 1
         self.batches_served = sampler.skip // self.batch_size
         for batch in super().__iter__():
             self.batches_served += 1
             yield batch
+        self._finished = (sampler.epoch, sampler.cycle)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": int(self.sampler.epoch), "batches": int(self.batches_served)}
+        return {
+            "epoch": int(self.sampler.epoch),
+            "batches": int(self.batches_served),
+            "cycle": int(self.sampler.cycle),
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         sampler: ResumableSampler = self.sampler
-        epoch, batches = int(state["epoch"]), int(state["batches"])
+        epoch, batches, cycle = int(state["epoch"]), int(state["batches"]), int(state.get("cycle", 0))
         if batches >= len(self):  # the checkpoint was written after the epoch's last batch
-            epoch, batches = epoch + 1, 0
-        sampler.epoch = epoch
+            epoch, batches, cycle = epoch + 1, 0, 0
+        sampler.epoch, sampler.cycle = epoch, cycle
         sampler.skip = batches * self.batch_size
+        self._finished = None
 
 
 def resumable_loader(loader: DataLoader, seed: int, num_replicas: int = 1, rank: int = 0) -> DataLoader:

@@ -209,19 +209,21 @@ def test_loader_order_and_augmentation_depend_only_on_seed_epoch_and_index():
 
 
 def test_loader_state_skips_exactly_the_trained_batches():
+    reference = resumable_loader(DataLoader(NoisyItems(), batch_size=3, shuffle=True), seed=7)
+    reference.sampler.set_epoch(2)
+    everything = list(reference)
     loader = resumable_loader(DataLoader(NoisyItems(), batch_size=3, shuffle=True), seed=7)
     loader.sampler.set_epoch(2)
-    everything = list(loader)
     it = iter(loader)
     next(it), next(it)
     state = loader.state_dict()
-    assert state == {"epoch": 2, "batches": 2}
+    assert state == {"epoch": 2, "batches": 2, "cycle": 0}
     fresh = resumable_loader(DataLoader(NoisyItems(), batch_size=3, shuffle=True), seed=7)
     fresh.load_state_dict(state)
     fresh.sampler.set_epoch(2)  # Lightning sets the epoch again: the restored position is kept
     rest = list(fresh)
     assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(rest, everything[2:]))
-    assert fresh.state_dict() == {"epoch": 2, "batches": 4}
+    assert fresh.state_dict() == {"epoch": 2, "batches": 4, "cycle": 0}
     done = resumable_loader(DataLoader(NoisyItems(), batch_size=3, shuffle=True), seed=7)
     done.load_state_dict({"epoch": 2, "batches": 4})  # written after the epoch's last batch
     assert done.sampler.epoch == 3 and done.sampler.skip == 0
@@ -290,3 +292,51 @@ def test_seeded_batches_equal_seeded_items_and_keep_the_main_stream():
     for got, want in zip(batch, single):
         assert torch.equal(got[0], want[0]) and got[1:] == want[1:]
     assert torch.equal(batch[0][0], batch[2][0]) and not torch.equal(batch[0][0], batch[1][0] - 4)
+
+
+def test_a_loader_iterated_again_within_an_epoch_starts_a_new_pass_and_resumes_in_it():
+    """CombinedLoader's max_size_cycle re-iterates a shorter loader without set_epoch: each pass
+    gets its own order and sample seeds (not the same batches and augmentations again), passes are
+    a function of (seed, epoch, pass), set_epoch starts over, and the pass is part of the state."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from omniformer.resume import resumable_loader
+
+    class Noisy(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.tensor([float(i), torch.rand(()).item()])
+
+    def passes(loader, count):
+        return [torch.cat(list(loader)) for _ in range(count)]
+
+    make = lambda: resumable_loader(DataLoader(Noisy(), batch_size=2, shuffle=True), seed=3)
+    first, second, third = passes(make(), 3)
+    assert not torch.equal(first, second) and not torch.equal(second, third)
+    assert sorted(first[:, 0].tolist()) == sorted(second[:, 0].tolist())  # each pass sees every item once
+    again = passes(make(), 3)
+    assert all(torch.equal(a, b) for a, b in zip(again, [first, second, third]))
+
+    loader = make()
+    list(loader), list(loader)
+    loader.sampler.set_epoch(1)
+    epoch_one = torch.cat(list(loader))
+    fresh = make()
+    fresh.sampler.set_epoch(1)
+    assert torch.equal(epoch_one, torch.cat(list(fresh)))
+
+    # Stop one batch into the second pass; a fresh loader given that state continues identically.
+    loader = make()
+    list(loader)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    assert state["cycle"] == 1 and state["batches"] == 1
+    rest = torch.cat(list(it))
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert torch.equal(torch.cat(list(resumed)), rest)
+    assert torch.equal(torch.cat([second[:2], rest]), second)

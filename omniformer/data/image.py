@@ -169,7 +169,8 @@ class TensorImages(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, int]:
-        return tv_tensors.Image(self.images[index]), self.targets[index]
+        # A copy, as PIL decoding gave: an in-place transform must not change the stored pixels.
+        return tv_tensors.Image(self.images[index].clone()), self.targets[index]
 
 
 class ResizeIfNeeded:
