@@ -288,3 +288,32 @@ def test_learned_positions_and_cls_pooling_from_config(tmp_path):
     assert task.net.tokenizers["image"].pos_embed.shape == (2, 3, 32)
     images, _ = next(iter(dm.train_dataloader()))
     assert images.shape[-2:] == (16, 24) and task(images).shape == (images.shape[0], 3)
+
+
+def test_conv_stem_from_config_trains_on_an_image_folder(tmp_path):
+    """``task.net.tokenizers.image.stem=conv`` (as experiment=fashion_mnist sets it) trains end to end."""
+    root = make_image_folder(tmp_path / "photos", per_class=12)
+    results = in_process(
+        [
+            "data=image_folder",
+            f"data.root={root}",
+            "data.image_size=16",
+            "data.patch_size=4",
+            "data.batch_size=6",
+            "data.num_workers=0",
+            "data.val_size=6",
+            "data.test_size=6",
+            "trainer.max_epochs=4",
+            "optim.lr=5e-3",
+            "task.net.tokenizers.image.stem=conv",
+            "task.net.tokenizers.image.stem_channels=8",
+        ],
+        tmp_path / "run",
+    )
+    assert results["steps"] == 16 and results["test_acc"] >= 0.5  # chance is 1/3
+
+
+def test_fashion_mnist_preset_uses_the_conv_stem():
+    cfg = compose_train(["experiment=fashion_mnist"])
+    tokenizer = cfg.task.net.tokenizers.image
+    assert (tokenizer.stem, cfg.data.patch_size, cfg.trainer.max_epochs) == ("conv", 4, 8)

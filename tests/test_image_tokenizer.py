@@ -120,3 +120,55 @@ def test_grayscale_checkpoint_into_rgb_model_is_a_clear_error():
     rgb = ImagePatchTokenizer(3, 28, 7, dim=16)
     with pytest.raises(ValueError, match=r"reads 1-channel 7×7 patches but this model reads 3-channel"):
         rgb.load_state_dict(grey.state_dict())
+
+
+# -- convolutional stem -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("channels", "size", "patch", "cls", "tokens"),
+    [
+        (1, 28, 4, False, 49),
+        (1, 28, 2, True, 197),
+        (3, 32, 8, False, 16),
+        (3, (32, 48), 16, True, 7),  # non-square image
+    ],
+)
+def test_conv_stem_gives_the_linear_stems_grid(channels, size, patch, cls, tokens):
+    h, w = (size, size) if isinstance(size, int) else size
+    conv = ImagePatchTokenizer(channels, size, patch, dim=32, cls_token=cls, stem="conv", stem_channels=8)
+    linear = ImagePatchTokenizer(channels, size, patch, dim=32, cls_token=cls)
+    images = torch.randn(2, channels, h, w)
+    assert conv(images).x.shape == linear(images).x.shape == (2, tokens, 32)
+    stages = [m for m in conv.proj.layers if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(stages) == (patch.bit_length() - 1)  # log2(patch) stride-2 stages
+
+
+def test_conv_stem_token_sees_only_its_own_cell_neighbourhood():
+    """Token (r, c) is computed from cell (r, c) and at most one pixel-ring around it per stage:
+    changing the far corner of the image leaves the first token untouched."""
+    tok = ImagePatchTokenizer(1, 16, 4, dim=8, cls_token=False, positions="sincos", stem="conv").eval()
+    images = torch.randn(1, 1, 16, 16)
+    changed = images.clone()
+    changed[..., 12:, 12:] += 5
+    before, after = tok(images).x, tok(changed).x
+    assert torch.allclose(before[:, 0], after[:, 0])
+    assert not torch.allclose(before[:, -1], after[:, -1])
+
+
+def test_conv_stem_trains_and_round_trips_through_a_state_dict():
+    tok = ImagePatchTokenizer(3, 16, 4, dim=16, cls_token=True, positions="learned", stem="conv")
+    tok(torch.randn(2, 3, 16, 16)).x.sum().backward()
+    assert all(p.grad is not None for p in tok.parameters())
+    copy = ImagePatchTokenizer(3, 16, 4, dim=16, cls_token=True, positions="learned", stem="conv")
+    copy.load_state_dict(tok.state_dict())
+    tok.eval(), copy.eval()
+    images = torch.randn(2, 3, 16, 16)
+    assert torch.equal(tok(images).x, copy(images).x)
+
+
+def test_conv_stem_errors_name_the_culprit():
+    with pytest.raises(ValueError, match=r"power-of-two patch size.*got 7"):
+        ImagePatchTokenizer(1, 28, 7, dim=16, stem="conv")
+    with pytest.raises(ValueError, match="square patches"):
+        ImagePatchTokenizer(1, (8, 16), (2, 4), dim=16, stem="conv")
+    with pytest.raises(ValueError, match="stem='pixels'"):
+        ImagePatchTokenizer(1, 28, 4, dim=16, stem="pixels")

@@ -12,6 +12,11 @@ Positions are encoded into the token vectors here (the backbone's 1-D rotary emb
   timm's ``resample_abs_pos_embed``).
 
 An optional CLS token is prepended for heads that pool by ``cls``.
+
+The patch embedding is a linear projection of each flattened patch (``stem="linear"``, ViT) or a
+small convolutional stem (``stem="conv"``: 3×3 stride-2 convolutions down to the patch grid, Xiao et
+al. 2021, "Early Convolutions Help Transformers See Better"), which trains much faster on small
+datasets; the tokens, grid and positions are the same either way.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch import Tensor, nn
 from omniformer.tokenizers.tokens import Tokens
 
 PositionKind = Literal["sincos", "learned"]
+StemKind = Literal["linear", "conv"]
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -73,6 +79,45 @@ def resample_grid(table: Tensor, grid: tuple[int, int]) -> Tensor:
     return rearrange(resized, "1 d h w -> h w d").to(table.dtype)
 
 
+class ConvStem(nn.Module):
+    """Convolutional patch embedding: ``B×C×H×W`` → ``B×(H/p·W/p)×dim`` for a power-of-two patch ``p``.
+
+    ``log2(p)`` stages of 3×3 stride-2 convolution, BatchNorm and ReLU (``channels`` wide, doubling
+    per stage), then a 1×1 convolution to ``dim`` (Xiao et al. 2021). Token ``i`` covers the same
+    ``p×p`` cell of the image as patch ``i`` of the linear embedding (row-major).
+
+    Args:
+        in_channels: image channels.
+        patch_size: side of the patch grid's cells; a power of two (2, 4, 8, 16, ...).
+        dim: token width.
+        channels: width of the first stage.
+    """
+
+    def __init__(self, in_channels: int, patch_size: int, dim: int, channels: int = 32) -> None:
+        super().__init__()
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(
+                f"stem='conv' needs a square power-of-two patch size (2, 4, 8, 16, ...), got {patch_size}; "
+                "use stem='linear' for other patch sizes"
+            )
+        if channels <= 0:
+            raise ValueError(f"stem_channels must be positive, got {channels}")
+        layers: list[nn.Module] = []
+        width_in, width = in_channels, channels
+        for _ in range(patch_size.bit_length() - 1):
+            layers += [
+                nn.Conv2d(width_in, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            width_in, width = width, width * 2
+        layers.append(nn.Conv2d(width_in, dim, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return rearrange(self.layers(images), "b d h w -> b (h w) d")
+
+
 class ImagePatchTokenizer(nn.Module):
     """Cuts ``B×C×H×W`` images into patches and embeds them as ``B×N×dim`` tokens with 2-D positions.
 
@@ -85,6 +130,9 @@ class ImagePatchTokenizer(nn.Module):
         positions: ``"sincos"`` (fixed) or ``"learned"`` (resampled when the grid changes).
         cls_token: prepend a learned CLS token (for ``pool: cls`` heads). It carries no position.
         dropout: dropout on the embedded tokens.
+        stem: ``"linear"`` (a linear projection of each patch) or ``"conv"`` (:class:`ConvStem`;
+            square power-of-two patches).
+        stem_channels: width of the convolutional stem's first stage (``stem="conv"``).
     """
 
     def __init__(
@@ -96,8 +144,12 @@ class ImagePatchTokenizer(nn.Module):
         positions: PositionKind = "sincos",
         cls_token: bool = True,
         dropout: float = 0.0,
+        stem: StemKind = "linear",
+        stem_channels: int = 32,
     ) -> None:
         super().__init__()
+        if stem not in ("linear", "conv"):
+            raise ValueError(f"stem={stem!r} is not a patch embedding; choose 'linear' or 'conv'")
         if in_channels <= 0:
             raise ValueError(f"in_channels must be positive, got {in_channels}")
         if positions not in ("sincos", "learned"):
@@ -107,10 +159,16 @@ class ImagePatchTokenizer(nn.Module):
         self.image_size = _pair(image_size, "image_size")
         self.grid = self.grid_for(*self.image_size)
         ph, pw = self.patch_size
-        self.proj = nn.Linear(ph * pw * in_channels, dim)
-        # A patch embedding is a linear layer like any other: Xavier, as in MAE's patch_embed.
-        nn.init.xavier_uniform_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.stem = stem
+        if stem == "conv":
+            if ph != pw:
+                raise ValueError(f"stem='conv' needs square patches, got {ph}×{pw}")
+            self.proj = ConvStem(in_channels, ph, dim, stem_channels)
+        else:
+            self.proj = nn.Linear(ph * pw * in_channels, dim)
+            # A patch embedding is a linear layer like any other: Xavier, as in MAE's patch_embed.
+            nn.init.xavier_uniform_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
         if positions == "learned":
             self.pos_embed = nn.Parameter(torch.empty(*self.grid, dim))
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -160,9 +218,11 @@ class ImagePatchTokenizer(nn.Module):
                 "and the model"
             )
         grid = self.grid_for(*images.shape[-2:])
-        ph, pw = self.patch_size
-        patches = rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw)
-        x = self.proj(patches)
+        if self.stem == "conv":
+            x = self.proj(images)
+        else:
+            ph, pw = self.patch_size
+            x = self.proj(rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=ph, p2=pw))
         x = x + self.position_table(grid, x.device, x.dtype)
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
@@ -170,8 +230,8 @@ class ImagePatchTokenizer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         """Resample a learned position table of another grid; name a channel-count mismatch clearly."""
-        weight = state_dict.get(prefix + "proj.weight")
-        expected = self.proj.weight.shape
+        weight = state_dict.get(prefix + "proj.weight") if self.stem == "linear" else None
+        expected = self.proj.weight.shape if self.stem == "linear" else None
         if weight is not None and weight.shape != expected and weight.shape[0] == expected[0]:
             ph, pw = self.patch_size
             channels = weight.shape[1] / (ph * pw)
@@ -194,5 +254,5 @@ class ImagePatchTokenizer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, image_size={self.image_size}, patch_size={self.patch_size}, "
-            f"grid={self.grid}, positions={self.positions!r}, cls_token={self.has_cls}"
+            f"grid={self.grid}, positions={self.positions!r}, cls_token={self.has_cls}, stem={self.stem!r}"
         )
