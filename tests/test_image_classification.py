@@ -316,4 +316,4 @@ def test_conv_stem_from_config_trains_on_an_image_folder(tmp_path):
 def test_fashion_mnist_preset_uses_the_conv_stem():
     cfg = compose_train(["experiment=fashion_mnist"])
     tokenizer = cfg.task.net.tokenizers.image
-    assert (tokenizer.stem, cfg.data.patch_size, cfg.trainer.max_epochs) == ("conv", 4, 8)
+    assert (tokenizer.stem, cfg.data.patch_size, cfg.trainer.max_epochs) == ("conv", 4, 12)
