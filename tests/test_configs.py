@@ -67,17 +67,26 @@ def test_nanogpt_preset_matches_the_reference_configuration():
 
 
 def readme_train_commands() -> list[list[str]]:
-    """The overrides of every ``omniformer-train`` command in the README's code blocks."""
+    """The overrides of every ``omniformer-train`` command in the README: whole lines of its code
+    blocks, and inline code spans elsewhere (the results table)."""
+    import re
     import shlex
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    commands = []
-    for line in readme.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "omniformer-train" not in line or "--multirun" in line or "<" in line or "searchpath" in line:
+    commands, in_block = [], False
+    for raw in readme.splitlines():
+        if raw.lstrip().startswith("```"):
+            in_block = not in_block
             continue
-        words = shlex.split(line[line.index("omniformer-train") :])[1:]
-        commands.append([w for w in words if w not in ("--help", "...") and not w.startswith("--cfg")])
+        if in_block:
+            lines = [raw.split("#", 1)[0].strip()]
+        else:
+            lines = re.findall(r"`(omniformer-train[^`]*)`", raw)
+        for line in lines:
+            if "omniformer-train" not in line or "--multirun" in line or "<" in line or "searchpath" in line:
+                continue
+            words = shlex.split(line[line.index("omniformer-train") :])[1:]
+            commands.append([w for w in words if w not in ("--help", "...") and not w.startswith("--cfg")])
     return commands
 
 
