@@ -318,6 +318,114 @@ def test_fit_logs_metrics_per_task_and_checkpoints_every_tokenizer_and_head(tmp_
         assert any(k.startswith(f"net.{key}.") for k in state), key
 
 
+# -- gradient balance ---------------------------------------------------------------------------------
+def backbone_grad_norm(task: MultiTaskTask) -> float:
+    return torch.linalg.vector_norm(
+        torch.cat([p.grad.flatten() for p in task.net.backbone.parameters() if p.grad is not None])
+    ).item()
+
+
+def balanced_task() -> MultiTaskTask:
+    """A ``balance=grad_norm`` task whose heads are random (zero heads pass no gradient to the backbone)."""
+    task = make_task(balance="grad_norm")
+    for name in ("digits", "sentiment"):
+        torch.nn.init.normal_(task.net.heads[name].proj.weight, std=0.5)
+    return task
+
+
+def member_step(task: MultiTaskTask, name: str, part) -> torch.Tensor:
+    """One single-member step up to the optimizer: loss, backward and the pre-step hook."""
+    task.zero_grad(set_to_none=True)
+    loss = task.training_step({name: part}, 0)
+    loss.backward()
+    task.on_before_optimizer_step(None)
+    return loss
+
+
+def test_grad_norm_balance_brings_every_members_backbone_gradient_to_one_norm():
+    task, data = balanced_task(), make_data("uniform")
+    batch = batch_of(data)
+    raw = {}
+    for name, part in batch.items():  # each member's own gradient norm, unscaled
+        task.zero_grad(set_to_none=True)
+        task.member_loss(name, part)[0].backward()
+        raw[name] = backbone_grad_norm(task)  # member_loss is the loss before its loss_weight
+    assert max(raw.values()) > 2 * min(raw.values())  # the members differ: there is something to balance
+    for _ in range(60):  # weights fixed (no optimizer step): the running norms converge to the raw ones
+        for name, part in batch.items():
+            member_step(task, name, part)
+    running = task.balance_norm_sum / task.balance_weight_sum
+    torch.testing.assert_close(running, torch.tensor([raw[n] for n in task.members]), rtol=1e-4, atol=0)
+    scales = task.balance_scales()
+    balanced = [scales[i].item() * raw[n] for i, n in enumerate(task.members)]
+    geometric_mean = torch.tensor(list(raw.values())).log().mean().exp().item()
+    assert balanced == pytest.approx([geometric_mean] * 3, rel=1e-4)
+    # the step's gradient is that of loss_weight · scale · loss: its norm is loss_weight · geometric mean
+    for i, (name, part) in enumerate(batch.items()):
+        with torch.no_grad():
+            expected = task.members[name].loss_weight * scales[i] * task.member_loss(name, part)[0]
+        torch.testing.assert_close(member_step(task, name, part).detach(), expected)
+        weight = task.members[name].loss_weight
+        assert backbone_grad_norm(task) == pytest.approx(weight * geometric_mean, rel=1e-3)
+
+
+def test_grad_norm_balance_skips_mixed_steps_and_zero_gradients():
+    task, data = make_task(balance="grad_norm"), make_data("uniform")
+    batch = batch_of(data)
+    torch.testing.assert_close(task.balance_scales(), torch.ones(3))  # nothing measured: no scaling
+    member_step(task, "digits", batch["digits"])  # zero head: no gradient reaches the backbone
+    assert task.balance_weight_sum.tolist() == [0, 0, 0]
+    task.zero_grad(set_to_none=True)
+    task.training_step({"lm": batch["lm"], "sentiment": batch["sentiment"]}, 0).backward()
+    task.on_before_optimizer_step(None)  # two members made this gradient: it is nobody's
+    assert task.balance_weight_sum.tolist() == [0, 0, 0]
+    member_step(task, "lm", batch["lm"])
+    assert task.balance_weight_sum[0] > 0 and task.balance_weight_sum[1:].tolist() == [0, 0]
+    torch.testing.assert_close(task.balance_scales(), torch.ones(3))  # one member: its own reference
+
+
+def test_grad_norm_balance_state_is_checkpointed_and_absent_without_balance():
+    assert not any(k.startswith("balance_") for k in make_task().state_dict())
+    task = balanced_task()
+    member_step(task, "lm", batch_of(make_data("uniform"))["lm"])
+    state = task.state_dict()
+    assert state["balance_norm_sum"][0] > 0
+    restored = make_task(balance="grad_norm")
+    restored.load_state_dict(state)
+    torch.testing.assert_close(restored.balance_scales(), task.balance_scales())
+
+
+def test_grad_norm_balance_trains_and_logs_each_members_scale(tmp_path):
+    task, data = balanced_task(), make_data("uniform")
+    trainer = L.Trainer(
+        max_steps=12,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(task, datamodule=data)
+    logged = {k for k in trainer.callback_metrics if k.endswith("/balance_scale")}
+    assert logged == {"lm/balance_scale", "digits/balance_scale", "sentiment/balance_scale"}
+    assert bool((task.balance_weight_sum > 0).all())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"balance": "gradnorm"}, r"task\.balance='gradnorm'; choose one of none, grad_norm"),
+        ({"balance": "grad_norm", "sampling": "all"}, r"task\.sampling=all trains every member every step"),
+        ({"balance": "grad_norm", "balance_momentum": 1.0}, r"task\.balance_momentum must lie in \[0, 1\)"),
+    ],
+)
+def test_bad_balance_settings_name_the_key(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_task(**kwargs)
+
+
 # -- bad input ----------------------------------------------------------------------------------------
 def test_a_task_whose_modality_has_no_tokenizer_is_named():
     bad = members(

@@ -9,6 +9,12 @@ step with sampled mixing, every member with ``sampling=all``); a step's loss is 
 ``<member>/val_loss`` plus the member's own metrics (``<member>/val_acc``, ``<member>/val_ppl``),
 and ``val_loss`` = the same weighted sum of the members' validation losses.
 
+With one member per step, the members' gradients share one AdamW, whose second-moment estimate of
+each shared parameter mixes every member's gradient: a member whose gradients on the backbone are
+smaller than the others' then moves it by smaller steps than it would alone. ``balance=grad_norm``
+rescales each member's loss so that its backbone gradient has the same running norm as the others'
+(the geometric mean of the members' running norms), in the spirit of GradNorm (Chen et al. 2018).
+
 Multi-task learning across modalities on one network: Kaiser et al. 2017 ("One Model To Learn
 Them All"); examples-proportional task mixing: Raffel et al. 2020 (T5). A member is described in
 config by a ``conf/tasks/<name>.yaml`` file (data module, tokenizer, head, loss); see
@@ -25,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -119,6 +126,9 @@ class LanguageModelingLoss(MemberLoss):
 
 
 # --------------------------------------------------------------------------------------------- members
+BALANCE = ("none", "grad_norm")
+
+
 @dataclass
 class Member:
     """One member task: which tokenizer reads it, its head (named after the member), its loss.
@@ -169,10 +179,17 @@ class MultiTaskTask(OmniTask):
         weights: sampling weights by member (``sampling=weights``).
         mode: ``CombinedLoader`` mode with ``sampling=all``.
         steps_per_epoch: steps per sampled epoch (``None`` = the members' batches added up).
+        balance: ``none`` (each step's loss is ``Σ loss_weight_i · loss_i``) or ``grad_norm`` (each
+            member's loss is also multiplied by a scale that brings the running norm of its gradient
+            on the backbone to the geometric mean of all members' running norms; logged as
+            ``<member>/balance_scale``). Needs one member per step (not ``sampling=all``).
+        balance_momentum: momentum of the running (bias-corrected exponential) mean of each
+            member's backbone gradient norm, updated on every step that member trains alone.
 
     Raises:
         ValueError: a member whose modality has no tokenizer, two different tokenizers for one
-            modality, a negative loss weight, or a member missing a head or loss.
+            modality, a negative loss weight, a member missing a head or loss, or a ``balance``
+            that is unknown or needs one member per step under ``sampling=all``.
     """
 
     def __init__(
@@ -184,7 +201,19 @@ class MultiTaskTask(OmniTask):
         weights: Mapping[str, float] | None = None,
         mode: str = "max_size_cycle",
         steps_per_epoch: int | None = None,
+        balance: str = "none",
+        balance_momentum: float = 0.9,
     ) -> None:
+        if balance not in BALANCE:
+            raise ValueError(f"task.balance={balance!r}; choose one of {', '.join(BALANCE)}")
+        if balance != "none" and sampling == "all":
+            raise ValueError(
+                f"task.balance={balance} measures each member's gradient on steps it trains alone, "
+                "but task.sampling=all trains every member every step; use proportional, uniform or "
+                "weights sampling, or task.balance=none"
+            )
+        if not 0 <= balance_momentum < 1:
+            raise ValueError(f"task.balance_momentum must lie in [0, 1), got {balance_momentum}")
         if not members:
             raise ValueError("task.members is empty: list the tasks to train, e.g. tasks='[text_lm, mnist]'")
         tokenizer_cfgs: dict[str, tuple[str, Any]] = {}
@@ -249,6 +278,13 @@ class MultiTaskTask(OmniTask):
         self.val_losses = nn.ModuleDict({n: MeanMetric() for n in specs})
         self.test_losses = nn.ModuleDict({n: MeanMetric() for n in specs})
         self._names: dict[str, list[str]] = {}
+        self.balance, self.balance_momentum = balance, balance_momentum
+        self._step_members: set[str] = set()
+        if balance != "none":
+            # Running sums, saved with the weights so that a resumed run balances as the original.
+            self.register_buffer("balance_norm_sum", torch.zeros(len(specs)))
+            self.register_buffer("balance_weight_sum", torch.zeros(len(specs)))
+        self._index = {name: i for i, name in enumerate(specs)}
 
     # -- checks ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -300,11 +336,59 @@ class MultiTaskTask(OmniTask):
             size = int(targets.shape[0])
             self.log(f"{name}/train_loss", loss, batch_size=size)
             weighted = self.members[name].loss_weight * loss
+            self._step_members.add(name)
+            if self.balance != "none":
+                scale = self.balance_scales()[self._index[name]]
+                self.log(f"{name}/balance_scale", scale, batch_size=1)
+                weighted = weighted * scale
             total = weighted if total is None else total + weighted
         if total is None:
             raise RuntimeError(f"training batch {batch_idx} holds no member batch (every entry is None)")
         self.log("train_loss", total, prog_bar=True, batch_size=1)
         return total
+
+    def balance_scales(self) -> Tensor:
+        """Each member's loss scale under ``balance=grad_norm`` (1 for members not yet measured)."""
+        measured = self.balance_weight_sum > 0
+        norms = torch.where(measured, self.balance_norm_sum / self.balance_weight_sum.clamp_min(1e-12), 1.0)
+        logs = torch.where(measured, torch.log(norms), 0.0)  # no host synchronisation: no branches
+        reference = torch.exp(logs.sum() / measured.sum().clamp_min(1))
+        return torch.where(measured, reference / norms, 1.0).detach()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Under ``balance=grad_norm``, fold this step's backbone gradient norm into its member's
+        running norm when one member alone made the step's gradients."""
+        members, self._step_members = self._step_members, set()
+        if self.balance == "none" or len(members) != 1:
+            return
+        name = next(iter(members))
+        index = self._index[name]
+        grads = [p.grad for p in self.net.backbone.parameters() if p.grad is not None]
+        if not grads:
+            return
+        squares = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
+        if self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy):
+            torch.distributed.all_reduce(squares)  # each rank holds a shard of the gradients
+        norm = squares.sqrt() / self._loss_scale(optimizer)
+        # The gradients are those of loss_weight · scale · loss: the running norm is the loss's own.
+        norm = norm / (self.balance_scales()[index] * self.members[name].loss_weight)
+        usable = torch.isfinite(norm) & (norm > 0)  # zero-initialised heads give 0 on the first step
+        decay = self.balance_momentum
+        self.balance_norm_sum[index] = torch.where(
+            usable, decay * self.balance_norm_sum[index] + (1 - decay) * norm, self.balance_norm_sum[index]
+        )
+        self.balance_weight_sum[index] = torch.where(
+            usable, decay * self.balance_weight_sum[index] + (1 - decay), self.balance_weight_sum[index]
+        )
+
+    def _loss_scale(self, optimizer) -> float:
+        """The mixed-precision loss scale still in the gradients (fused optimizers unscale in ``step``)."""
+        if self._trainer is None:
+            return 1.0
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is None or not getattr(optimizer, "_step_supports_amp_scaling", False):
+            return 1.0
+        return float(scaler.get_scale())
 
     # -- evaluation -----------------------------------------------------------------------------------
     def _member_for(self, split: str, dataloader_idx: int) -> str:
