@@ -413,10 +413,71 @@ def test_grad_norm_balance_trains_and_logs_each_members_scale(tmp_path):
     assert bool((task.balance_weight_sum > 0).all())
 
 
+def test_member_moments_give_each_member_the_optimizer_state_of_its_own_steps():
+    task, data = balanced_task(), make_data("uniform")
+    task.balance = "member_moments"
+    batch = batch_of(data)
+    optimizer = task.configure_optimizers()["optimizer"]
+    beta1, beta2 = optimizer.param_groups[0]["betas"]
+    probe = task.net.backbone.blocks[0].attn.qkv.weight
+    order = ["lm", "digits", "lm", "sentiment", "digits", "lm", "lm", "digits"]
+    grads: dict[str, list[torch.Tensor]] = {name: [] for name in batch}
+    for name in order:
+        optimizer.zero_grad(set_to_none=True)
+        task.training_step({name: batch[name]}, 0).backward()
+        task.on_before_optimizer_step(optimizer)
+        grads[name].append(probe.grad.clone())
+        optimizer.step()
+    for name, seen in grads.items():
+        state = task._member_states[name][probe]
+        assert float(state["step"]) == len(seen), name  # its own step count: its own bias correction
+        first = second = torch.zeros_like(probe)
+        for grad in seen:  # the moments of this member's gradients alone
+            first = beta1 * first + (1 - beta1) * grad
+            second = beta2 * second + (1 - beta2) * grad * grad
+        torch.testing.assert_close(state["exp_avg"], first)
+        torch.testing.assert_close(state["exp_avg_sq"], second)
+    # a step that two members' gradients made (gradient accumulation) has a state of its own
+    optimizer.zero_grad(set_to_none=True)
+    task.training_step({"lm": batch["lm"], "digits": batch["digits"]}, 0).backward()
+    task.on_before_optimizer_step(optimizer)
+    optimizer.step()
+    assert float(task._member_states["*"][probe]["step"]) == 1
+
+
+def test_member_moments_checkpoint_names_parameters_and_refuses_unknown_ones():
+    task = make_task(balance="member_moments")
+    data = make_data("uniform")
+    optimizer = task.configure_optimizers()["optimizer"]
+    for name, part in batch_of(data).items():
+        optimizer.zero_grad(set_to_none=True)
+        task.training_step({name: part}, 0).backward()
+        task.on_before_optimizer_step(optimizer)
+        optimizer.step()
+    checkpoint: dict = {}
+    task.on_save_checkpoint(checkpoint)
+    saved = checkpoint["multitask_member_optimizer_states"]
+    assert set(saved) == {"lm", "digits", "sentiment"}
+    assert "net.backbone.blocks.0.attn.qkv.weight" in saved["lm"]
+    restored = make_task(balance="member_moments")
+    restored.on_load_checkpoint(checkpoint)
+    probe = restored.net.backbone.blocks[0].attn.qkv.weight
+    original = task._member_states["digits"][task.net.backbone.blocks[0].attn.qkv.weight]
+    torch.testing.assert_close(restored._member_states["digits"][probe]["exp_avg"], original["exp_avg"])
+    saved["speech"] = saved.pop("sentiment")
+    with pytest.raises(ValueError, match=r"optimizer state of member 'speech', which this task lacks"):
+        make_task(balance="member_moments").on_load_checkpoint(checkpoint)
+    saved["sentiment"] = saved.pop("speech")
+    saved["lm"]["net.backbone.extra.weight"] = {}
+    with pytest.raises(ValueError, match=r"parameter 'net\.backbone\.extra\.weight', which this model lacks"):
+        make_task(balance="member_moments").on_load_checkpoint(checkpoint)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"balance": "gradnorm"}, r"task\.balance='gradnorm'; choose one of none, grad_norm"),
+        ({"balance": "gradnorm"}, r"task\.balance='gradnorm'; choose one of none, grad_norm, member_moments"),
+        ({"balance": "member_moments", "sampling": "all"}, r"task\.sampling=all trains every member"),
         ({"balance": "grad_norm", "sampling": "all"}, r"task\.sampling=all trains every member every step"),
         ({"balance": "grad_norm", "balance_momentum": 1.0}, r"task\.balance_momentum must lie in \[0, 1\)"),
     ],

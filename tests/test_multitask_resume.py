@@ -239,13 +239,19 @@ MULTI = [
 
 @pytest.mark.parametrize(
     ("every", "crash_step", "resumed_from", "extra"),
-    [(4, 10, 8, []), (5, 11, 10, []), (4, 10, 8, ["task.balance=grad_norm"])],
-    ids=["mid-epoch", "end-of-epoch", "mid-epoch-grad-norm-balance"],
+    [
+        (4, 10, 8, []),
+        (5, 11, 10, []),
+        (4, 10, 8, ["task.balance=grad_norm"]),
+        (4, 10, 8, ["task.balance=member_moments"]),
+    ],
+    ids=["mid-epoch", "end-of-epoch", "grad-norm-balance", "member-moments"],
 )
 def test_multitask_resume_repeats_the_uninterrupted_losses(tmp_path, every, crash_step, resumed_from, extra):
     # 5 steps per schedule epoch: step 8 is 3 steps into epoch 1 (with the LM 3 batches in, and
     # the audio member at the end of a pass); step 10 is epoch 1's end. With the gradient balance,
-    # the members' running gradient norms (which scale each loss) resume too.
+    # the members' running gradient norms (which scale each loss) resume too; with member_moments,
+    # every member's own optimizer state.
     args = [*MULTI, f"callbacks.checkpoint.every_n_train_steps={every}", *extra]
     run([*args, *record(tmp_path / "full.jsonl")], tmp_path / "full")
     with pytest.raises(RuntimeError, match=f"simulated crash at step {crash_step}"):

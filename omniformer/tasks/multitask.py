@@ -14,6 +14,9 @@ each shared parameter mixes every member's gradient: a member whose gradients on
 smaller than the others' then moves it by smaller steps than it would alone. ``balance=grad_norm``
 rescales each member's loss so that its backbone gradient has the same running norm as the others'
 (the geometric mean of the members' running norms), in the spirit of GradNorm (Chen et al. 2018).
+``balance=member_moments`` goes further: each member keeps its own AdamW state (moments and step
+count) for every parameter, so a member's steps on the shared backbone are the steps its own
+optimizer would take, whatever the other members' gradients look like.
 
 Multi-task learning across modalities on one network: Kaiser et al. 2017 ("One Model To Learn
 Them All"); examples-proportional task mixing: Raffel et al. 2020 (T5). A member is described in
@@ -126,7 +129,9 @@ class LanguageModelingLoss(MemberLoss):
 
 
 # --------------------------------------------------------------------------------------------- members
-BALANCE = ("none", "grad_norm")
+BALANCE = ("none", "grad_norm", "member_moments")
+STATES_KEY = "multitask_member_optimizer_states"  # checkpoint entry of member_moments' states
+MIXED = "*"  # the optimizer state of steps whose gradients several members made (member_moments)
 
 
 @dataclass
@@ -182,7 +187,10 @@ class MultiTaskTask(OmniTask):
         balance: ``none`` (each step's loss is ``Σ loss_weight_i · loss_i``) or ``grad_norm`` (each
             member's loss is also multiplied by a scale that brings the running norm of its gradient
             on the backbone to the geometric mean of all members' running norms; logged as
-            ``<member>/balance_scale``). Needs one member per step (not ``sampling=all``).
+            ``<member>/balance_scale``), or ``member_moments`` (each member keeps its own optimizer
+            state, moments and step count, for every parameter; a step made by several members'
+            gradients, with gradient accumulation, uses a state of its own). Needs one member per
+            step (not ``sampling=all``).
         balance_momentum: momentum of the running (bias-corrected exponential) mean of each
             member's backbone gradient norm, updated on every step that member trains alone.
 
@@ -208,7 +216,7 @@ class MultiTaskTask(OmniTask):
             raise ValueError(f"task.balance={balance!r}; choose one of {', '.join(BALANCE)}")
         if balance != "none" and sampling == "all":
             raise ValueError(
-                f"task.balance={balance} measures each member's gradient on steps it trains alone, "
+                f"task.balance={balance} works on the steps each member trains alone, "
                 "but task.sampling=all trains every member every step; use proportional, uniform or "
                 "weights sampling, or task.balance=none"
             )
@@ -280,7 +288,9 @@ class MultiTaskTask(OmniTask):
         self._names: dict[str, list[str]] = {}
         self.balance, self.balance_momentum = balance, balance_momentum
         self._step_members: set[str] = set()
-        if balance != "none":
+        self._member_states: dict[str, dict[nn.Parameter, dict]] = {}
+        self._states_to_place = False
+        if balance == "grad_norm":
             # Running sums, saved with the weights so that a resumed run balances as the original.
             self.register_buffer("balance_norm_sum", torch.zeros(len(specs)))
             self.register_buffer("balance_weight_sum", torch.zeros(len(specs)))
@@ -337,7 +347,7 @@ class MultiTaskTask(OmniTask):
             self.log(f"{name}/train_loss", loss, batch_size=size)
             weighted = self.members[name].loss_weight * loss
             self._step_members.add(name)
-            if self.balance != "none":
+            if self.balance == "grad_norm":
                 scale = self.balance_scales()[self._index[name]]
                 self.log(f"{name}/balance_scale", scale, batch_size=1)
                 weighted = weighted * scale
@@ -357,8 +367,12 @@ class MultiTaskTask(OmniTask):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Under ``balance=grad_norm``, fold this step's backbone gradient norm into its member's
-        running norm when one member alone made the step's gradients."""
+        running norm when one member alone made the step's gradients; under ``member_moments``, give
+        the optimizer that member's state."""
         members, self._step_members = self._step_members, set()
+        if self.balance == "member_moments":
+            self._use_member_state(optimizer, next(iter(members)) if len(members) == 1 else MIXED)
+            return
         if self.balance == "none" or len(members) != 1:
             return
         name = next(iter(members))
@@ -380,6 +394,69 @@ class MultiTaskTask(OmniTask):
         self.balance_weight_sum[index] = torch.where(
             usable, decay * self.balance_weight_sum[index] + (1 - decay), self.balance_weight_sum[index]
         )
+
+    def _use_member_state(self, optimizer, member: str) -> None:
+        """Point the optimizer's per-parameter state at ``member``'s own (created empty on first use:
+        the optimizer fills it on its first step, exactly as for a fresh parameter)."""
+        if self._states_to_place:
+            self._place_member_states(optimizer)
+        states = self._member_states.setdefault(member, {})
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                optimizer.state[param] = states.setdefault(param, {})
+
+    def _place_member_states(self, optimizer) -> None:
+        """Move states read from a checkpoint where the optimizer keeps them: moments on the
+        parameter's device and dtype, the step count there too for fused or capturable groups."""
+        self._states_to_place = False
+        on_device = {
+            param: bool(group.get("fused") or group.get("capturable"))
+            for group in optimizer.param_groups
+            for param in group["params"]
+        }
+        for states in self._member_states.values():
+            for param, state in states.items():
+                for key, value in state.items():
+                    if not isinstance(value, Tensor):
+                        continue
+                    if key == "step":
+                        device = param.device if on_device.get(param, False) else torch.device("cpu")
+                        state[key] = value.to(device=device, dtype=torch.float32)
+                    else:
+                        state[key] = value.to(device=param.device, dtype=param.dtype)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save every member's optimizer state (``member_moments``) by parameter name."""
+        if self.balance != "member_moments":
+            return
+        names = {param: name for name, param in self.named_parameters()}
+        checkpoint[STATES_KEY] = {
+            member: {names[param]: dict(state) for param, state in states.items() if state}
+            for member, states in self._member_states.items()
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore every member's optimizer state (``member_moments``); a parameter the model lacks
+        is an error naming it."""
+        if self.balance != "member_moments" or STATES_KEY not in checkpoint:
+            return
+        params = dict(self.named_parameters())
+        restored: dict[str, dict[nn.Parameter, dict]] = {}
+        for member, states in checkpoint[STATES_KEY].items():
+            if member != MIXED and member not in self.members:
+                raise ValueError(
+                    f"the checkpoint holds optimizer state of member {member!r}, which this task lacks "
+                    f"(members: {', '.join(self.members)})"
+                )
+            for name, state in states.items():
+                if name not in params:
+                    raise ValueError(
+                        f"the checkpoint holds {member}'s optimizer state of parameter {name!r}, "
+                        "which this model lacks"
+                    )
+                restored.setdefault(member, {})[params[name]] = dict(state)
+        self._member_states = restored
+        self._states_to_place = True
 
     def _loss_scale(self, optimizer) -> float:
         """The mixed-precision loss scale still in the gradients (fused optimizers unscale in ``step``)."""
