@@ -17,6 +17,7 @@ from omniformer.data.multitask import (
     ScheduledLoader,
     TaskSchedule,
     sampling_probabilities,
+    step_counts,
 )
 from omniformer.heads import ClassificationHead, LMHead
 from omniformer.tasks import OptimSettings
@@ -168,13 +169,28 @@ def test_bad_weights_fail_when_the_data_module_is_built():
         make_data("all", mode="sequential")
 
 
-def test_schedule_is_seeded_per_epoch_and_follows_the_probabilities():
+def test_schedule_is_seeded_per_epoch_and_gives_each_member_its_exact_share():
     schedule = TaskSchedule([0.2, 0.8], steps=2000, seed=3)
     first = schedule.order(0)
     assert first == TaskSchedule([0.2, 0.8], steps=2000, seed=3).order(0)
     assert first != schedule.order(1)
-    share = Counter(first)[0] / len(first)
-    assert 0.17 < share < 0.23
+    assert Counter(first) == Counter(schedule.order(1)) == {0: 400, 1: 1600}
+    assert first[:400] != [0] * 400 and first.index(0) < 20  # shuffled, not in blocks
+    weights = [1000 / 2400, 1000 / 2400, 400 / 2400]
+    assert Counter(TaskSchedule(weights, steps=2400, seed=0).order(0)) == {0: 1000, 1: 1000, 2: 400}
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "steps", "counts"),
+    [
+        ([1 / 3, 1 / 3, 1 / 3], 10, [4, 3, 3]),  # the left-over step to the earliest of equal remainders
+        ([0.45, 0.45, 0.1], 7, [3, 3, 1]),  # 3.15, 3.15, 0.7: the one left over goes to 0.7
+        ([0.0, 1.0], 5, [0, 5]),
+        ([0.5, 0.25, 0.25], 1, [1, 0, 0]),
+    ],
+)
+def test_step_counts_round_to_the_epoch_length_by_largest_remainder(probabilities, steps, counts):
+    assert step_counts(torch.tensor(probabilities, dtype=torch.float64), steps).tolist() == counts
 
 
 # -- CombinedLoader ------------------------------------------------------------------------------------

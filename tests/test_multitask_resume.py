@@ -248,8 +248,9 @@ MULTI = [
     ids=["mid-epoch", "end-of-epoch", "grad-norm-balance", "member-moments"],
 )
 def test_multitask_resume_repeats_the_uninterrupted_losses(tmp_path, every, crash_step, resumed_from, extra):
-    # 5 steps per schedule epoch: step 8 is 3 steps into epoch 1 (with the LM 3 batches in, and
-    # the audio member at the end of a pass); step 10 is epoch 1's end. With the gradient balance,
+    # 5 steps per schedule epoch (LM 1, MNIST 3, audio 1 of them): step 8 is 3 steps into epoch 1,
+    # with the LM 2 batches in, MNIST one batch into its second pass and the audio member halfway
+    # through its pass; step 10 is epoch 1's end. With the gradient balance,
     # the members' running gradient norms (which scale each loss) resume too; with member_moments,
     # every member's own optimizer state.
     args = [*MULTI, f"callbacks.checkpoint.every_n_train_steps={every}", *extra]

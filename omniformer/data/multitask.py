@@ -4,12 +4,12 @@
 digits...) and combines their loaders with Lightning's :class:`CombinedLoader`, so each training
 batch is a dict ``{member name: member batch}``:
 
-* ``sampling=proportional | uniform | weights`` — **one task per step**, drawn at random with
-  probabilities proportional to the members' training batches per epoch (examples-proportional
-  mixing, Raffel et al. 2020, T5), equal, or ``weights``. Every member's loader is wrapped in a
-  :class:`ScheduledLoader` that yields its next batch on the steps the seeded draw gives it and
+* ``sampling=proportional | uniform | weights`` — **one task per step**, with shares ``p_i``
+  proportional to the members' training batches per epoch (examples-proportional mixing, Raffel
+  et al. 2020, T5), equal, or ``weights``: every epoch gives member ``i`` exactly ``p_i`` of its
+  steps (rounded by largest remainder) in a seeded random order. Every member's loader is wrapped in
+  a :class:`ScheduledLoader` that yields its next batch on the steps the schedule gives it and
   ``None`` on the others (no batch is loaded for nothing); the combined batch holds one real entry.
-  A run with N steps trains on about ``p_i·N`` batches of member ``i``.
 * ``sampling=all`` — **every task every step**, combined as Lightning's ``mode`` says:
   ``max_size_cycle`` (the epoch lasts as long as the longest loader; shorter ones start over),
   ``min_size`` (stop with the shortest) or ``max_size`` (exhausted members give ``None``).
@@ -49,7 +49,7 @@ def sampling_probabilities(
     sizes: Mapping[str, int] | None = None,
     weights: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Probability of drawing each member at a step.
+    """Each member's share of the steps (one member per step).
 
     Args:
         sampling: ``proportional`` (∝ ``sizes``), ``uniform`` or ``weights`` (∝ ``weights``).
@@ -100,9 +100,13 @@ def sampling_probabilities(
 
 
 class TaskSchedule:
-    """Which member trains at each step of an epoch: ``steps`` seeded draws with fixed probabilities.
+    """Which member trains at each step of an epoch: each member's share of the ``steps``, in a
+    seeded random order.
 
-    The order of epoch ``e`` depends only on ``(seed, e)``, so a run repeats its task sequence.
+    A member with probability ``p`` trains ``p · steps`` steps of every epoch, rounded so that the
+    counts add up to ``steps`` (largest remainders first), so ``task.weights='{a: 1000, b: 400}'``
+    with 1,400 steps per epoch gives exactly 1,000 and 400. The order of epoch ``e`` depends only on
+    ``(seed, e)``, so a run repeats its task sequence.
     """
 
     def __init__(self, probabilities: Sequence[float], steps: int, seed: int) -> None:
@@ -110,15 +114,29 @@ class TaskSchedule:
             raise ValueError(f"task.steps_per_epoch must be >= 1, got {steps}")
         self.probabilities = torch.tensor(list(probabilities), dtype=torch.float64)
         self.steps, self.seed = steps, seed
+        self.counts = step_counts(self.probabilities, steps)
         self._cache: tuple[int, list[int]] | None = None
 
     def order(self, epoch: int) -> list[int]:
         """Member index of every step of ``epoch``."""
         if self._cache is None or self._cache[0] != epoch:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            draws = torch.multinomial(self.probabilities, self.steps, replacement=True, generator=generator)
-            self._cache = (epoch, draws.tolist())
+            members = torch.repeat_interleave(torch.arange(len(self.counts)), self.counts)
+            self._cache = (epoch, members[torch.randperm(self.steps, generator=generator)].tolist())
         return self._cache[1]
+
+
+def step_counts(probabilities: torch.Tensor, steps: int) -> torch.Tensor:
+    """Steps of each member in an epoch of ``steps``: ``probabilities · steps`` rounded down, the
+    steps left over going to the largest remainders (ties to the earlier member)."""
+    exact = probabilities / probabilities.sum() * steps
+    counts = exact.floor().long()
+    left = steps - int(counts.sum())
+    if left:
+        remainders = exact - counts
+        order = sorted(range(len(counts)), key=lambda i: (-float(remainders[i]), i))
+        counts[order[:left]] += 1
+    return counts
 
 
 class ScheduledLoader:
@@ -293,14 +311,14 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     Args:
         members: member name → its data module (built by Hydra from ``data.members.<name>``).
-        sampling: ``proportional``, ``uniform`` or ``weights`` (one task per step, drawn with those
-            probabilities) or ``all`` (every task every step, combined as ``mode`` says).
+        sampling: ``proportional``, ``uniform`` or ``weights`` (one task per step, each member
+            with that share of every epoch's steps) or ``all`` (every task every step, combined as ``mode`` says).
         weights: member name → sampling weight (``sampling=weights``); >= 0, not all zero.
         mode: ``CombinedLoader`` mode with ``sampling=all``: ``max_size_cycle``, ``min_size`` or
             ``max_size``.
         steps_per_epoch: steps in one (sampled) epoch; ``None`` = the members' training batches added
             up, so an epoch sees about as many batches as one pass over every member.
-        seed: seed of the task draws.
+        seed: seed of the order of the members' steps.
     """
 
     def __init__(
