@@ -312,7 +312,8 @@ class MultiTaskDataModule(L.LightningDataModule):
     Args:
         members: member name → its data module (built by Hydra from ``data.members.<name>``).
         sampling: ``proportional``, ``uniform`` or ``weights`` (one task per step, each member
-            with that share of every epoch's steps) or ``all`` (every task every step, combined as ``mode`` says).
+            with that share of every epoch's steps) or ``all`` (every task every step, combined as
+            ``mode`` says).
         weights: member name → sampling weight (``sampling=weights``); >= 0, not all zero.
         mode: ``CombinedLoader`` mode with ``sampling=all``: ``max_size_cycle``, ``min_size`` or
             ``max_size``.
@@ -414,7 +415,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         if world > 1:
             raise ValueError(
-                f"task.sampling={self.sampling} draws one task per step and does not shard member loaders "
+                f"task.sampling={self.sampling} trains one task per step and does not shard member loaders "
                 f"across {world} processes yet; use task.sampling=all (CombinedLoader shards DataLoaders) "
                 "or one device"
             )
@@ -423,7 +424,10 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.probabilities = sampling_probabilities(self.sampling, self.names, sizes, self.weights)
         steps = self.steps_per_epoch or sum(sizes.values())
         schedule = TaskSchedule([self.probabilities[n] for n in self.names], steps, self.seed)
-        shown = ", ".join(f"{n} {self.probabilities[n]:.3f} ({sizes[n]} batches/epoch)" for n in self.names)
+        shown = ", ".join(
+            f"{n} {int(count)} steps (share {self.probabilities[n]:.3f}; {sizes[n]} batches per pass)"
+            for n, count in zip(self.names, schedule.counts)
+        )
         rank_zero_info(
             f"multi-task: one task per step, sampling={self.sampling}: {shown}; {steps} steps/epoch"
         )
