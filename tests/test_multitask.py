@@ -123,6 +123,19 @@ def make_data(sampling: str = "uniform", **kwargs) -> MultiTaskDataModule:
     return MultiTaskDataModule(fakes, sampling=sampling, **kwargs)
 
 
+def quiet_trainer(root, **kwargs) -> L.Trainer:
+    """A CPU trainer without logger, progress bar, summary or sanity validation."""
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
 def batch_of(data: MultiTaskDataModule) -> dict:
     """One batch of every member (what a ``sampling=all`` step holds)."""
     return {name: next(iter(member.train_dataloader())) for name, member in data.members.items()}
@@ -303,15 +316,7 @@ def test_the_step_loss_is_the_weighted_sum_of_the_members_losses():
 
 def test_fit_logs_metrics_per_task_and_checkpoints_every_tokenizer_and_head(tmp_path):
     task, data = make_task(sampling="all"), make_data("all")
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=3)
     before = {k: v.detach().clone() for k, v in task.net.named_parameters()}
     trainer.fit(task, datamodule=data)
     metrics = trainer.validate(task, datamodule=data, verbose=False)[0]
@@ -413,16 +418,7 @@ def test_grad_norm_balance_state_is_checkpointed_and_absent_without_balance():
 
 def test_grad_norm_balance_trains_and_logs_each_members_scale(tmp_path):
     task, data = balanced_task(), make_data("uniform")
-    trainer = L.Trainer(
-        max_steps=12,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=12, limit_val_batches=0)
     trainer.fit(task, datamodule=data)
     logged = {k for k in trainer.callback_metrics if k.endswith("/balance_scale")}
     assert logged == {"lm/balance_scale", "digits/balance_scale", "sentiment/balance_scale"}
