@@ -244,22 +244,26 @@ def in_process(overrides: list[str], run_dir: Path) -> dict:
     return train(cfg, run_dir)
 
 
+def colour_folder(root, patch_size: int) -> list[str]:
+    """Overrides that train on a generated colour ImageFolder of 16×16 images (36 files, 6 per batch)."""
+    return [
+        "data=image_folder",
+        f"data.root={root}",
+        "data.image_size=16",
+        f"data.patch_size={patch_size}",
+        "data.batch_size=6",
+        "data.num_workers=0",
+        "data.val_size=6",
+        "data.test_size=6",
+        "optim.lr=5e-3",
+    ]
+
+
 def test_image_folder_trains_and_learns_colours(tmp_path):
     """Three colour classes, generated PNG/JPEG files: learnable in a few steps."""
     root = make_image_folder(tmp_path / "photos", per_class=12)
     results = in_process(
-        [
-            "data=image_folder",
-            f"data.root={root}",
-            "data.image_size=16",
-            "data.patch_size=8",
-            "data.batch_size=6",
-            "data.num_workers=0",
-            "data.val_size=6",
-            "data.test_size=6",
-            "trainer.max_epochs=6",
-            "optim.lr=5e-3",
-        ],
+        [*colour_folder(root, patch_size=8), "trainer.max_epochs=6"],
         tmp_path / "run",
     )
     assert results["steps"] == 24
@@ -295,16 +299,8 @@ def test_conv_stem_from_config_trains_on_an_image_folder(tmp_path):
     root = make_image_folder(tmp_path / "photos", per_class=12)
     results = in_process(
         [
-            "data=image_folder",
-            f"data.root={root}",
-            "data.image_size=16",
-            "data.patch_size=4",
-            "data.batch_size=6",
-            "data.num_workers=0",
-            "data.val_size=6",
-            "data.test_size=6",
+            *colour_folder(root, patch_size=4),
             "trainer.max_epochs=4",
-            "optim.lr=5e-3",
             "task.net.tokenizers.image.stem=conv",
             "task.net.tokenizers.image.stem_channels=8",
         ],
