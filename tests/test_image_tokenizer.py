@@ -120,6 +120,12 @@ def test_grayscale_checkpoint_into_rgb_model_is_a_clear_error():
     rgb = ImagePatchTokenizer(3, 28, 7, dim=16)
     with pytest.raises(ValueError, match=r"reads 1-channel 7×7 patches but this model reads 3-channel"):
         rgb.load_state_dict(grey.state_dict())
+    grey = ImagePatchTokenizer(1, 28, 4, dim=16, stem="conv", stem_channels=8)
+    rgb = ImagePatchTokenizer(3, 28, 4, dim=16, stem="conv", stem_channels=8)
+    with pytest.raises(
+        ValueError, match=r"proj\.layers\.0\.weight: .* reads 1-channel images but this model reads 3-channel"
+    ):
+        rgb.load_state_dict(grey.state_dict())
 
 
 # -- convolutional stem -----------------------------------------------------------------------------

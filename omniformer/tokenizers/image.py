@@ -230,15 +230,18 @@ class ImagePatchTokenizer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
         """Resample a learned position table of another grid; name a channel-count mismatch clearly."""
-        weight = state_dict.get(prefix + "proj.weight") if self.stem == "linear" else None
-        expected = self.proj.weight.shape if self.stem == "linear" else None
-        if weight is not None and weight.shape != expected and weight.shape[0] == expected[0]:
-            ph, pw = self.patch_size
-            channels = weight.shape[1] / (ph * pw)
+        ph, pw = self.patch_size
+        if self.stem == "linear":  # one input feature per pixel of a patch and channel
+            name, own, per_channel, what = "proj.weight", self.proj.weight, ph * pw, f"{ph}×{pw} patches"
+        else:  # the first 3×3 convolution reads the image's channels
+            name, own, per_channel, what = "proj.layers.0.weight", self.proj.layers[0].weight, 1, "images"
+        weight = state_dict.get(prefix + name)
+        if weight is not None and weight.shape != own.shape and weight.shape[0] == own.shape[0]:
+            channels = weight.shape[1] / per_channel
             channels_text = f"{channels:g}-channel" if channels.is_integer() else "differently sized"
             raise ValueError(
-                f"{prefix}proj.weight: the checkpoint's image tokenizer reads {channels_text} {ph}×{pw} "
-                f"patches but this model reads {self.in_channels}-channel ones (in_channels="
+                f"{prefix}{name}: the checkpoint's image tokenizer reads {channels_text} {what} "
+                f"but this model reads {self.in_channels}-channel ones (in_channels="
                 f"{self.in_channels}): grayscale vs RGB or patch-size mismatch between checkpoint and data"
             )
         key = prefix + "pos_embed"
