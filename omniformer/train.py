@@ -34,20 +34,12 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import RichProgressBar
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from omniformer.callbacks import (
-    NonFiniteGuard,
-    NonFiniteLossError,
-    RunInfo,
-    StepProgressBar,
-    StepSeed,
-    Throughput,
-)
+from omniformer.callbacks import NonFiniteGuard, NonFiniteLossError, RunInfo, StepSeed, Throughput
 from omniformer.checkpoint import SECTION, safe_torch_load
 from omniformer.checkpoint_io import AtomicCheckpointIO, RunCheckpoint
 from omniformer.config import check_train_config, register_schemas
@@ -57,7 +49,6 @@ from omniformer.signals import GracefulStop, StopRequested
 
 log = logging.getLogger("omniformer")
 register_schemas()
-STEP_PROGRESS_BAR = f"{StepProgressBar.__module__}.{StepProgressBar.__qualname__}"
 
 
 def silence_known_warnings() -> None:
@@ -108,26 +99,8 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Instantiate the configured callbacks (a mapping of name → callback config; null entries skipped).
-
-    Lightning's ``RichProgressBar`` is built as :class:`~omniformer.callbacks.StepProgressBar` (same
-    arguments), which shows step-based runs truthfully instead of "Epoch 0/-2".
-    """
-    callbacks = []
-    for node in (cfg.get("callbacks") or {}).values():
-        if node is None:
-            continue
-        step_bar = isinstance(node, DictConfig) and _is_rich_progress_bar(node.get("_target_"))
-        callbacks.append(instantiate(node, _target_=STEP_PROGRESS_BAR) if step_bar else instantiate(node))
-    return callbacks
-
-
-def _is_rich_progress_bar(target: Any) -> bool:
-    try:
-        named = isinstance(target, str) and target.endswith("RichProgressBar")
-        return named and get_class(target) is RichProgressBar
-    except (ImportError, ValueError):  # a bad target: instantiate reports it
-        return False
+    """Instantiate the configured callbacks (a mapping of name → callback config; null entries skipped)."""
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
 
 
 def build_loggers(cfg: DictConfig) -> list:

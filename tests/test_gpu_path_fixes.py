@@ -337,7 +337,7 @@ def test_a_step_based_run_shows_the_epoch_and_the_step_not_epoch_0_of_minus_2():
     assert "Epoch 1/1" in shown and "step:" not in shown
 
 
-def test_the_configured_rich_progress_bar_is_built_as_the_step_progress_bar():
+def test_the_default_progress_bar_is_the_step_progress_bar():
     from omniformer.train import build_callbacks
     from tests.conftest import compose_train
 
