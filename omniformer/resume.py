@@ -166,16 +166,20 @@ class ResumableSampler(DistributedSampler):
         if epoch != self.epoch:
             self.epoch, self.skip, self.cycle = epoch, 0, 0
 
-    def _pass_seed(self) -> int:
-        """Seed of this pass's order: ``DistributedSampler``'s ``seed + epoch`` for an epoch's first
-        pass, a mix with the pass number for repeated passes within one epoch."""
-        return self.seed + self.epoch if self.cycle == 0 else mix_seed(self.seed, self.epoch, self.cycle)
+    @property
+    def _pass(self) -> tuple[int, ...]:
+        """What a repeated pass within one epoch adds to every seed (nothing for the first pass, so
+        first passes keep the seeds they always had)."""
+        return (self.cycle,) if self.cycle else ()
+
+    def _shuffle_seed(self) -> int:
+        """Seed of this pass's shuffled order: ``DistributedSampler``'s ``seed + epoch`` for an
+        epoch's first pass, a mix with the pass number for repeated passes."""
+        return mix_seed(self.seed, self.epoch, *self._pass) if self.cycle else self.seed + self.epoch
 
     def sample_seed(self, index: int) -> int:
         """Seed under which item ``index`` is loaded in this pass."""
-        if self.cycle == 0:
-            return mix_seed(self.seed, self.epoch, index)
-        return mix_seed(self.seed, self.epoch, index, self.cycle)
+        return mix_seed(self.seed, self.epoch, index, *self._pass)
 
     def epoch_order(self) -> list[int]:
         """Every index of the dataset in the order of the current epoch (before the split by rank)."""
@@ -183,7 +187,7 @@ class ResumableSampler(DistributedSampler):
         if self.base is not None:
             if hasattr(self.base, "set_epoch"):
                 self.base.set_epoch(self.epoch)
-            with seeded_rng(mix_seed(self.seed, self.epoch) if self.cycle == 0 else self._pass_seed()):
+            with seeded_rng(mix_seed(self.seed, self.epoch, *self._pass)):
                 order = [int(i) for i in self.base]
             if sorted(order) != list(range(n)):
                 raise ValueError(
@@ -192,7 +196,7 @@ class ResumableSampler(DistributedSampler):
                 )
             return order
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self._pass_seed())
+            generator = torch.Generator().manual_seed(self._shuffle_seed())
             return torch.randperm(n, generator=generator).tolist()
         return list(range(n))
 

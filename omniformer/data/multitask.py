@@ -206,10 +206,14 @@ class ScheduledLoader:
             self._member_iter = None
             self._member_pass, self._member_served = state["member_pass"], state["member_batches"]
         else:
-            trainer_epoch = self.epoch()
-            epoch, start = (self._passes if trainer_epoch is None else trainer_epoch), 0
+            epoch, start = self._next_epoch(), 0
         self._schedule_epoch, self._steps_served, self._passes = epoch, start, epoch + 1
         return epoch, start
+
+    def _next_epoch(self) -> int:
+        """The schedule epoch a fresh iteration uses: the trainer's, else the count of passes."""
+        trainer_epoch = self.epoch()
+        return self._passes if trainer_epoch is None else trainer_epoch
 
     def _next(self) -> Any:
         if self._member_iter is None:
@@ -235,12 +239,12 @@ class ScheduledLoader:
         sampler = getattr(self.loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self._member_pass)
-        if isinstance(self.loader, ResumableLoader):
-            if skip:
-                self.loader.load_state_dict({"epoch": self._member_pass, "batches": skip})
-            self._member_iter = iter(self.loader)
-            return
+        resumable = isinstance(self.loader, ResumableLoader)
+        if resumable and skip:
+            self.loader.load_state_dict({"epoch": self._member_pass, "batches": skip})
         self._member_iter = iter(self.loader)
+        if resumable:
+            return
         for served in range(skip):  # not resumable on its own: load and discard what was served
             try:
                 next(self._member_iter)
@@ -255,9 +259,7 @@ class ScheduledLoader:
         if self._restored is not None:  # loaded but not iterated yet: still the same position
             return dict(self._restored)
         if self._schedule_epoch is None:  # not iterated yet
-            trainer_epoch = self.epoch()
-            epoch = self._passes if trainer_epoch is None else trainer_epoch
-            return {"epoch": int(epoch), "steps": 0, "member_pass": 0, "member_batches": 0}
+            return {"epoch": int(self._next_epoch()), "steps": 0, "member_pass": 0, "member_batches": 0}
         return {
             "epoch": int(self._schedule_epoch),
             "steps": int(self._steps_served),
