@@ -16,6 +16,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from omniformer.checksums import CHECKSUM_KEY, verify_checksums
+
 FORMAT_VERSION = 1
 SECTION = "omniformer"
 
@@ -25,13 +27,15 @@ def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
 
     ``weights_only`` unpickles tensors and plain containers only: a file crafted to run code when
     unpickled (a ``__reduce__`` payload) is refused before anything in it executes. ``mmap`` maps
-    the tensors instead of reading them (cheap when only the metadata is needed).
+    the tensors instead of reading them (cheap when only the metadata is needed). The per-tensor
+    checksums stored at save (:mod:`omniformer.checksums`) are verified: a file whose tensor bytes
+    changed since raises :class:`~omniformer.checksums.CorruptCheckpointError` naming the tensor.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         text = str(err)
         skip = (
@@ -60,6 +64,10 @@ def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
             f"{path} is not a readable checkpoint ({size} bytes; truncated or corrupt?): "
             f"{lines[0] if lines else type(err).__name__}"
         ) from None
+    verify_checksums(checkpoint, path)
+    if isinstance(checkpoint, dict):
+        checkpoint.pop(CHECKSUM_KEY, None)  # verified; the saver writes fresh ones
+    return checkpoint
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -5,7 +5,8 @@ uses. It serialises a checkpoint into a temporary file *beside* the target, flus
 (``fsync``), and renames it over the target (``os.replace``, atomic on POSIX and Windows), then
 syncs the folder. A process killed at any moment — even by SIGKILL in the middle of writing —
 leaves either the previous complete file or the new complete file, never a truncated one; at
-worst a stray ``.last.ckpt.*.tmp`` remains, which the next save of that file removes.
+worst a stray ``.last.ckpt.*.tmp`` remains, which the next save of that file removes. Every saved
+checkpoint carries a CRC-32 per tensor (:mod:`omniformer.checksums`), which every load verifies.
 
 Lightning 2.6's own ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary file
 lives in the system temp folder; when that folder is on another filesystem than the run (the usual
@@ -34,6 +35,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from omniformer.checkpoint import clean_state_dict, safe_torch_load
+from omniformer.checksums import CHECKSUM_KEY, verify_checksums, with_checksums
 from omniformer.files import atomic_torch_save
 
 log = logging.getLogger("omniformer")
@@ -47,6 +49,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        checkpoint = with_checksums(checkpoint)  # verified by every load (omniformer.checksums)
         if storage_options is not None or not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
@@ -57,6 +60,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         wrapper resumes into the eager or the in-place compiled model)."""
         if not _is_local_file_protocol(path):
             checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=True)
+            verify_checksums(checkpoint, path)
+            checkpoint.pop(CHECKSUM_KEY, None)
         else:
             checkpoint = safe_torch_load(path)
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
