@@ -1,7 +1,7 @@
 """The shared transformer backbone: pre-norm blocks on a residual stream.
 
 One stack of blocks serves every modality. Tokenizers turn text, pixels or waveforms into
-:class:`~omniformer.tokenizers.Tokens`; the backbone only sees ``B×N×D`` vectors, an optional
+:class:`~omniformer.tokens.Tokens`; the backbone only sees ``B×N×D`` vectors, an optional
 key-padding mask and optional 1-D positions, and knows nothing about where they came from.
 
 The block is GPT-2's pre-norm block (Radford et al. 2019; Xiong et al. 2020, "On Layer
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omniformer.tokenizers.tokens import Tokens
+from omniformer.positions import Rotary, apply_rotary
+from omniformer.tokens import Tokens
 
 NormKind = Literal["layernorm", "rmsnorm"]
 MLPKind = Literal["gelu", "swiglu"]
@@ -52,7 +53,7 @@ def make_norm(kind: NormKind, dim: int, bias: bool, eps: float = 1e-5) -> nn.Mod
 class MLP(nn.Module):
     """Position-wise feed-forward network: GELU (GPT-2) or SwiGLU (Shazeer 2020)."""
 
-    def __init__(self, dim: int, mlp_ratio: float, kind: MLPKind, dropout: float, bias: bool) -> None:
+    def __init__(self, dim: int, *, mlp_ratio: float, kind: MLPKind, dropout: float, bias: bool) -> None:
         super().__init__()
         hidden = int(mlp_ratio * dim)
         if kind == "swiglu":
@@ -79,34 +80,27 @@ class MLP(nn.Module):
         return self.drop(self.proj(h))
 
 
-class Rotary(nn.Module):
-    """Rotary position embedding (RoPE, Su et al. 2021) for 1-D token positions."""
+class LayerCache:
+    """One layer's keys and values inside a :class:`KVCache`: what that layer's attention appends to."""
 
-    def __init__(self, head_dim: int, base: float = 10000.0) -> None:
-        super().__init__()
-        if head_dim % 2:
-            raise ValueError(f"rotary positions need an even head dimension, got {head_dim}")
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+    def __init__(self, cache: KVCache, layer: int) -> None:
+        self.cache, self.layer = cache, layer
 
-    def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(cos, sin)`` of shape ``B×1×N×head_dim/2`` for integer ``positions`` (``B×N``)."""
-        angles = positions.to(self.inv_freq.dtype)[..., None] * self.inv_freq
-        return angles.cos()[:, None], angles.sin()[:, None]
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the two halves of each head's features by the position angles (GPT-NeoX layout)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return rotated.type_as(x)
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store this call's ``k``/``v`` (``B×heads×n×head_dim``); return every key and value so far."""
+        start = self.cache.length
+        end = start + k.shape[2]
+        keys, values = self.cache.keys[self.layer], self.cache.values[self.layer]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
 
 class KVCache:
     """Pre-allocated keys and values of every layer, for incremental decoding.
 
-    ``length`` counts the positions already stored; :meth:`Backbone.forward` appends the new
-    positions of a call and advances it.
+    ``layers[i]`` is layer ``i``'s view; ``length`` counts the positions already stored, and
+    :meth:`Backbone.forward` advances it once all layers have appended a call's positions.
     """
 
     def __init__(
@@ -116,24 +110,22 @@ class KVCache:
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
+        self.layers = [LayerCache(self, layer) for layer in range(depth)]
 
     @property
     def max_len(self) -> int:
         """How many positions the cache can hold."""
         return self.keys.shape[3]
 
-    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store this call's ``k``/``v`` for ``layer``; return all keys and values so far."""
-        end = self.length + k.shape[2]
-        self.keys[layer, :, :, self.length : end] = k
-        self.values[layer, :, :, self.length : end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
-
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash / efficient kernels)."""
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash / efficient kernels).
 
-    def __init__(self, dim: int, heads: int, dropout: float, bias: bool) -> None:
+    With ``need_weights`` it computes the same attention explicitly and also returns the
+    probabilities (``B×heads×N×K``), for figures and analysis; training never asks for them.
+    """
+
+    def __init__(self, dim: int, *, heads: int, dropout: float, bias: bool) -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
@@ -145,27 +137,44 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
+        *,
         attn_mask: Tensor | None,
         is_causal: bool,
         rotary: tuple[Tensor, Tensor] | None,
-        cache: KVCache | None,
-        layer: int,
-    ) -> Tensor:
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend over ``x`` (and the cached keys); return the output and, if asked, the weights."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
-            k, v = cache.append(layer, k, v)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            is_causal=is_causal,
-        )
-        return self.drop(self.proj(y.transpose(1, 2).reshape(B, N, D)))
+            k, v = cache.append(k, v)
+        dropout = self.attn_dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            y, weights = _explicit_attention(q, k, v, attn_mask, is_causal, dropout)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal
+            )
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, N, D))), weights
+
+
+def _explicit_attention(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, is_causal: bool, dropout: float
+) -> tuple[Tensor, Tensor]:
+    """What SDPA computes (in fp32), with the probabilities kept: ``(output, weights)``."""
+    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if is_causal:
+        n, m = scores.shape[-2:]
+        attn_mask = torch.ones(n, m, dtype=torch.bool, device=q.device).tril(m - n)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    kept = F.dropout(weights, dropout) if dropout else weights
+    return (kept @ v.float()).to(v.dtype), weights
 
 
 class Block(nn.Module):
@@ -174,6 +183,7 @@ class Block(nn.Module):
     def __init__(
         self,
         dim: int,
+        *,
         heads: int,
         mlp_ratio: float,
         mlp: MLPKind,
@@ -183,13 +193,32 @@ class Block(nn.Module):
     ) -> None:
         super().__init__()
         self.norm1 = make_norm(norm, dim, bias)
-        self.attn = SelfAttention(dim, heads, dropout, bias)
+        self.attn = SelfAttention(dim, heads=heads, dropout=dropout, bias=bias)
         self.norm2 = make_norm(norm, dim, bias)
-        self.mlp = MLP(dim, mlp_ratio, mlp, dropout, bias)
+        self.mlp = MLP(dim, mlp_ratio=mlp_ratio, kind=mlp, dropout=dropout, bias=bias)
 
-    def forward(self, x: Tensor, **attention_args) -> Tensor:
-        x = x + self.attn(self.norm1(x), **attention_args)
-        return x + self.mlp(self.norm2(x))
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        rotary: tuple[Tensor, Tensor] | None = None,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The block's output; with ``need_weights``, ``(output, attention weights)``."""
+        attended, weights = self.attn(
+            self.norm1(x),
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            rotary=rotary,
+            cache=cache,
+            need_weights=need_weights,
+        )
+        x = x + attended
+        x = x + self.mlp(self.norm2(x))
+        return (x, weights) if need_weights else x
 
 
 class Backbone(nn.Module):
@@ -218,6 +247,7 @@ class Backbone(nn.Module):
         dim: int = 128,
         depth: int = 4,
         heads: int = 4,
+        *,
         mlp_ratio: float = 4.0,
         mlp: MLPKind = "gelu",
         norm: NormKind = "layernorm",
@@ -240,7 +270,8 @@ class Backbone(nn.Module):
             )
         self.dim, self.depth, self.heads, self.max_seq_len = dim, depth, heads, max_seq_len
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, mlp, norm, dropout, bias) for _ in range(depth)
+            Block(dim, heads=heads, mlp_ratio=mlp_ratio, mlp=mlp, norm=norm, dropout=dropout, bias=bias)
+            for _ in range(depth)
         )
         self.norm = make_norm(norm, dim, bias)
         self.rotary = Rotary(dim // heads) if rope else None
@@ -275,11 +306,19 @@ class Backbone(nn.Module):
             dtype or ref.dtype,
         )
 
-    def forward(self, tokens: Tokens, causal: bool = False, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self,
+        tokens: Tokens,
+        causal: bool = False,
+        cache: KVCache | None = None,
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Run the blocks on ``tokens``; return the normed residual stream (``B×N×D``).
 
         ``causal`` lets each position attend only to itself and earlier positions. ``cache``
         holds keys and values of earlier calls (incremental decoding) and is advanced in place.
+        ``return_attention`` also returns every block's attention probabilities
+        (``B×heads×N×K`` each, computed explicitly instead of by the fused kernel).
         """
         x = tokens.x
         if x.ndim != 3 or x.shape[-1] != self.dim:
@@ -299,11 +338,19 @@ class Backbone(nn.Module):
         rotary = None
         if self.rotary is not None and tokens.positions is not None:
             rotary = self.rotary(tokens.positions)
+        shared = {"attn_mask": attn_mask, "is_causal": is_causal, "rotary": rotary}
+        attention: list[Tensor] = []
         for layer, block in enumerate(self.blocks):
-            x = block(x, attn_mask=attn_mask, is_causal=is_causal, rotary=rotary, cache=cache, layer=layer)
+            layer_cache = cache.layers[layer] if cache is not None else None
+            if return_attention:
+                x, weights = block(x, **shared, cache=layer_cache, need_weights=True)
+                attention.append(weights)
+            else:
+                x = block(x, **shared, cache=layer_cache)
         if cache is not None:
             cache.length += n
-        return self.norm(x)
+        x = self.norm(x)
+        return (x, attention) if return_attention else x
 
     @staticmethod
     def _attention_mask(

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from omniformer.tokenizers.tokens import Tokens
+from omniformer.tokens import Tokens
 
 PoolKind = Literal["cls", "mean"]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omniformer.backbone import Backbone, apply_rotary
-from omniformer.tokenizers import Tokens
+from omniformer.backbone import Backbone
+from omniformer.positions import apply_rotary
+from omniformer.tokens import Tokens
 
 
 def tokens(b: int = 2, n: int = 7, d: int = 32, seed: int = 0, positions: bool = True) -> Tokens:
@@ -141,3 +142,60 @@ def test_sequence_longer_than_max_seq_len_is_refused():
 def test_wrong_width_is_refused():
     with pytest.raises(ValueError, match=r"B×N×32"):
         Backbone(dim=32, depth=1, heads=4)(tokens(d=16))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_returned_attention_is_what_the_fused_kernel_computed(causal):
+    """``return_attention`` gives the same stream as SDPA, and weights that are distributions over the
+    keys: nothing above the diagonal when causal, nothing on padding."""
+    torch.manual_seed(0)
+    net = Backbone(dim=32, depth=2, heads=4).eval()
+    t = tokens(n=6)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    padded = Tokens(t.x, mask=mask, positions=t.positions)
+    for case in (t, padded):
+        fused = net(case, causal=causal)
+        stream, attention = net(case, causal=causal, return_attention=True)
+        torch.testing.assert_close(stream, fused, atol=1e-5, rtol=1e-5)
+        assert len(attention) == 2 and attention[0].shape == (2, 4, 6, 6)
+        for weights in attention:
+            torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 6))
+            if causal:
+                assert weights.triu(1).abs().max() == 0
+    assert attention[0][1, :, :4, 4:].abs().max() == 0  # real queries never look at padding
+
+
+def test_returned_attention_with_a_kv_cache_spans_the_cached_keys():
+    torch.manual_seed(0)
+    net = Backbone(dim=32, depth=2, heads=4).eval()
+    t = tokens(b=1, n=6)
+    full = net(t, causal=True)
+    cache = net.new_cache(batch=1, max_len=6)
+    net(Tokens(t.x[:, :4], positions=t.positions[:, :4]), causal=True, cache=cache)
+    last, attention = net(
+        Tokens(t.x[:, 4:], positions=t.positions[:, 4:]), causal=True, cache=cache, return_attention=True
+    )
+    torch.testing.assert_close(last, full[:, 4:], atol=1e-5, rtol=1e-5)
+    assert attention[0].shape == (1, 4, 2, 6) and attention[0][0, :, 0, 5].abs().max() == 0
+
+
+def test_each_layer_writes_only_its_own_cache_view():
+    net = Backbone(dim=32, depth=3, heads=4).eval()
+    cache = net.new_cache(batch=1, max_len=4)
+    assert [view.layer for view in cache.layers] == [0, 1, 2]
+    k = torch.ones(1, 4, 2, 8)
+    keys, values = cache.layers[1].append(k, 2 * k)
+    assert keys.shape == values.shape == (1, 4, 2, 8) and cache.values[1, :, :, :2].eq(2).all()
+    assert cache.keys[0].abs().sum() == 0 and cache.keys[2].abs().sum() == 0 and cache.length == 0
+
+
+def test_importing_the_backbone_loads_neither_torchaudio_nor_torchvision():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, omniformer.backbone, omniformer.model, omniformer.heads; "
+        "print(sorted(m for m in ('torchaudio', 'torchvision') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -35,8 +35,8 @@ def direct_ratios(task: LanguageModelingTask, ids: torch.Tensor) -> list[float]:
     tokens = task.net.tokenizers["text"](ids)
     rotary = backbone.rotary(tokens.positions)
     x, ratios = tokens.x, []
-    for layer, block in enumerate(backbone.blocks):
-        y = block(x, attn_mask=None, is_causal=True, rotary=rotary, cache=None, layer=layer)
+    for block in backbone.blocks:
+        y = block(x, is_causal=True, rotary=rotary)
         ratios.append(float((y - x).norm() / x.norm()))
         x = y
     return ratios

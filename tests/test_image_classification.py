@@ -21,7 +21,7 @@ from omniformer.predict import predict
 from omniformer.tasks import ClassificationTask, OptimSettings
 from omniformer.tokenizers import ImagePatchTokenizer
 from omniformer.train import train
-from omniformer.viz.attention import _attention_weights, attention_rollout, save_attention_maps
+from omniformer.viz.attention import attention_rollout, save_attention_maps
 from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data, read_results, run_cli
 from tests.test_image_data import make_image_folder
 
@@ -97,30 +97,19 @@ def test_image_task_uses_xavier_init():
 
 
 # -- attention rollout -----------------------------------------------------------------------------
-def test_recomputed_attention_reproduces_the_fused_kernel():
-    """The hook's weights times the values equal what SDPA computed inside the block."""
+def test_rollout_reads_the_backbone_s_own_attention_and_the_task_s_logits():
+    """The rollout's logits are the task's, and its first step is the backbone's head-averaged
+    attention (no second implementation of attention in the figure code)."""
     task = tiny_task(channels=3, size=16, patch=4, cls=True).eval()
-    attn = task.net.backbone.blocks[0].attn
-    seen = {}
-
-    def grab(module, args, kwargs, output):
-        seen["x"], seen["out"] = args[0], output
-
-    handle = attn.register_forward_hook(grab, with_kwargs=True)
+    images = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
-        task(torch.randn(2, 3, 16, 16))
-        handle.remove()
-        x = seen["x"]
-        B, N, D = x.shape
-        v = attn.qkv(x).view(B, N, 3, attn.heads, D // attn.heads)[:, :, 2].transpose(1, 2)
-        q, k = attn.qkv(x).view(B, N, 3, attn.heads, D // attn.heads)[:, :, :2].unbind(2)
-        per_head = (
-            q.transpose(1, 2) @ k.transpose(1, 2).transpose(-2, -1) / math.sqrt(D // attn.heads)
-        ).softmax(-1)
-        mine = _attention_weights(attn, x, None, None)
-        assert torch.allclose(mine, per_head.mean(1), atol=1e-6)
-        y = attn.proj((per_head @ v).transpose(1, 2).reshape(B, N, D))
-        assert torch.allclose(y, seen["out"], atol=1e-5)
+        relevance, logits = attention_rollout(task, images)
+        assert torch.allclose(logits, task(images), atol=1e-5)
+        tokens = task.net.tokenizers["image"](images)
+        _, attention = task.net.backbone(tokens, return_attention=True)
+    assert len(attention) == len(task.net.backbone.blocks)
+    assert attention[0].shape == (2, task.net.backbone.heads, 17, 17)
+    assert relevance.shape == (2, 4, 4)
 
 
 @pytest.mark.parametrize("cls", [False, True])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from omniformer.backbone import Backbone
+from omniformer.positions import resample_grid, sincos_2d
 from omniformer.tokenizers import ImagePatchTokenizer, Tokens
-from omniformer.tokenizers.image import resample_grid, sincos_2d
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,6 @@
 from omniformer.tokenizers.audio import AudioFrameTokenizer
 from omniformer.tokenizers.image import ImagePatchTokenizer
 from omniformer.tokenizers.text import TextTokenizer
-from omniformer.tokenizers.tokens import Tokens
+from omniformer.tokens import Tokens
 
 __all__ = ["AudioFrameTokenizer", "ImagePatchTokenizer", "TextTokenizer", "Tokens"]

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
-from omniformer.tokenizers.image import sincos_2d
-from omniformer.tokenizers.tokens import Tokens
+from omniformer.positions import sincos_2d
+from omniformer.tokens import Tokens
 
 TokenKind = Literal["frames", "patches"]
 NormKind = Literal["utterance", "dataset", "none"]

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from omniformer.tokenizers.tokens import Tokens
+from omniformer.positions import resample_grid, sincos_2d
+from omniformer.tokens import Tokens
 
 PositionKind = Literal["sincos", "learned"]
 StemKind = Literal["linear", "conv"]
@@ -47,36 +47,6 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     if len(pair) != 2 or min(pair) <= 0:
         raise ValueError(f"{name} must be a positive int or a pair [height, width], got {value!r}")
     return pair
-
-
-def sincos_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> Tensor:
-    """Fixed 2-D sine-cosine position vectors, ``(grid_h·grid_w)×dim``, row-major like the patches.
-
-    The first half of the channels encodes the row, the second half the column; each half holds
-    ``sin`` and ``cos`` of ``dim/4`` geometrically spaced frequencies (Vaswani et al. 2017, in 2-D as
-    in MAE).
-    """
-    if dim % 4:
-        raise ValueError(f"2-D sin-cos positions need a width divisible by 4, got model.dim={dim}")
-    omega = temperature ** (-torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    rows, cols = torch.meshgrid(
-        torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij"
-    )
-    parts = []
-    for coord in (rows.flatten(), cols.flatten()):
-        angles = coord[:, None] * omega[None, :]
-        parts += [angles.sin(), angles.cos()]
-    return torch.cat(parts, dim=1).float()
-
-
-def resample_grid(table: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Bicubically resample a ``h×w×dim`` position table to ``grid`` (antialiased when shrinking)."""
-    if tuple(table.shape[:2]) == tuple(grid):
-        return table
-    shrink = grid[0] < table.shape[0] or grid[1] < table.shape[1]
-    image = rearrange(table, "h w d -> 1 d h w").float()
-    resized = F.interpolate(image, size=grid, mode="bicubic", align_corners=False, antialias=shrink)
-    return rearrange(resized, "1 d h w -> h w d").to(table.dtype)
 
 
 class ConvStem(nn.Module):

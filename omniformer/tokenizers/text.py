@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from omniformer.tokenizers.tokens import Tokens
+from omniformer.tokens import Tokens
 
 
 class TextTokenizer(nn.Module):

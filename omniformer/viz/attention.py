@@ -5,15 +5,13 @@ attention, averaged over heads and mixed half-and-half with the identity for the
 multiplied through the depth of the model. The row of the pooled output (the CLS token, or the mean
 over patch tokens for mean pooling) then says how much each input patch contributes.
 
-The backbone computes attention with fused SDPA kernels and never materialises the weights, so they
-are recomputed here from each block's own query/key projection through forward hooks; nothing in the
-backbone changes. Drawn with matplotlib's object API on the Agg canvas (no display, no global
-``pyplot`` state).
+Training attends through fused SDPA kernels that never materialise the weights; the backbone computes
+them explicitly when asked (``return_attention=True``), and the rollout reads those. Drawn with
+matplotlib's object API on the Agg canvas (no display, no global ``pyplot`` state).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,22 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omniformer.backbone import SelfAttention, apply_rotary
-
 FIGURE_NAME = "attention_rollout.png"
-
-
-def _attention_weights(module: SelfAttention, x: Tensor, attn_mask: Tensor | None, rotary) -> Tensor:
-    """Head-averaged attention probabilities (``B×N×N``) of ``module`` on its input ``x``."""
-    B, N, D = x.shape
-    heads = module.heads
-    q, k, _ = module.qkv(x).view(B, N, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
-    if rotary is not None:
-        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(D // heads)
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return scores.softmax(dim=-1).mean(dim=1)
 
 
 @torch.no_grad()
@@ -55,17 +38,10 @@ def attention_rollout(task, images: Tensor) -> tuple[Tensor, Tensor]:
     grid = tokenizer.grid_for(*images.shape[-2:])
     prefix = 1 if tokenizer.has_cls else 0
     pool = getattr(net.heads[task.head], "pool", "mean")
-    captured: list[Tensor] = []
-
-    def hook(module, args, kwargs):
-        captured.append(_attention_weights(module, args[0], kwargs.get("attn_mask"), kwargs.get("rotary")))
-
-    handles = [block.attn.register_forward_pre_hook(hook, with_kwargs=True) for block in net.backbone.blocks]
-    try:
-        logits = task(images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    tokens = tokenizer(images)
+    stream, attention = net.backbone(tokens, return_attention=True)
+    logits = net.heads[task.head](stream, tokens)
+    captured = [weights.mean(dim=1) for weights in attention]  # averaged over heads: B×N×N
     n = captured[0].shape[-1]
     eye = torch.eye(n, device=captured[0].device)
     rollout = eye.expand_as(captured[0])

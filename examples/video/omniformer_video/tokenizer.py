@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from omniformer.positions import sincos_2d
 from omniformer.tokenizers import Tokens
-from omniformer.tokenizers.image import sincos_2d
 
 
 def sincos_1d(length: int, dim: int, temperature: float = 10000.0) -> Tensor:
@@ -35,7 +35,7 @@ def sincos_1d(length: int, dim: int, temperature: float = 10000.0) -> Tensor:
 def sincos_3d(frames: int, rows: int, cols: int, dim: int) -> Tensor:
     """Separable space-time codes, ``(frames·rows·cols)×dim``, time-major like the tubelets.
 
-    ``3·dim/4`` channels encode (row, column) with :func:`~omniformer.tokenizers.image.sincos_2d`,
+    ``3·dim/4`` channels encode (row, column) with :func:`~omniformer.positions.sincos_2d`,
     ``dim/4`` encode the time step; ``dim`` must be divisible by 16 so both parts split evenly.
     """
     if dim % 16:

@@ -1,4 +1,8 @@
-"""The one type every modality tokenizer produces and the backbone consumes."""
+"""The one type every modality tokenizer produces and the backbone consumes.
+
+It lives outside ``omniformer.tokenizers`` so that the backbone (and anything else that only passes
+tokens around) imports without the tokenizers' audio and image libraries.
+"""
 
 from __future__ import annotations
 
