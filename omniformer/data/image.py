@@ -22,7 +22,8 @@ Grayscale vs RGB at prediction time (:meth:`ImageDataModule.load_inputs`): a gra
 an RGB model is converted (its three channels are equal, nothing is guessed); a colour file given
 to a grayscale model is an error naming the file — unless its channels are all equal (a grey image
 saved as RGB), which is converted. Palette and alpha images are converted to RGB first (alpha is
-dropped).
+dropped). 16-bit files (PNG of any colour type, TIFF, PGM) are scaled by their own bit depth, to
+float pixels in [0, 1], in training and prediction alike (:mod:`omniformer.data.image_files`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
+
+from omniformer.data.idx import check_idx
+from omniformer.data.image_files import deep_pixels, match_channels
 
 CLASSES_FILE = "classes.json"
 NORMALIZATION_FILE = "normalization.json"
@@ -126,6 +130,16 @@ def convert_channels(image: Image.Image, channels: int, path: str | Path, strict
                 "convert the file to grayscale first (the model never saw colour)"
             )
     return image.convert("L")
+
+
+def read_image(path: str | Path, channels: int, strict: bool) -> Image.Image | tv_tensors.Image:
+    """Decode ``path`` and convert it to ``channels``: 8-bit files as PIL images (:func:`convert_channels`),
+    16-bit ones as float pixels in [0, 1] scaled by their bit depth (:mod:`.image_files`)."""
+    image = load_image(path)
+    pixels = deep_pixels(image, path)
+    if pixels is not None:
+        return match_channels(pixels, channels, path, strict)
+    return convert_channels(image, channels, path, strict)
 
 
 class TransformedSubset(Dataset):
@@ -423,8 +437,7 @@ class ImageDataModule(L.LightningDataModule):
         transform = self.transform(train=False)
         images = []
         for path in paths:
-            image = convert_channels(load_image(path), self.channels, path, strict=True)
-            images.append(transform(image))
+            images.append(transform(read_image(path, self.channels, strict=True)))
         return torch.stack(images)
 
     def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
@@ -490,6 +503,8 @@ class MNISTDataModule(ImageDataModule):
         folder, files = self._raw_files()
         if not all(f.is_file() for f in files):
             raise self._missing(folder, files, "the raw IDX files")
+        for file in files:  # torchvision's reshape error on a truncated file names no file
+            check_idx(file)
         train = self.dataset_class(str(self.root), train=True, download=False)
         test = self.dataset_class(str(self.root), train=False, download=False)
         return TensorImages(train), TensorImages(test), None, list(train.classes)
@@ -571,8 +586,8 @@ class ImageReader:
     def __init__(self, channels: int) -> None:
         self.channels = channels
 
-    def __call__(self, path: str) -> Image.Image:
-        return convert_channels(load_image(path), self.channels, path, strict=False)
+    def __call__(self, path: str) -> Image.Image | tv_tensors.Image:
+        return read_image(path, self.channels, strict=False)
 
 
 class HasExtension:
