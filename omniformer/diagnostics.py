@@ -62,26 +62,15 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def probe_forward(task: L.LightningModule, batch: Any) -> Tensor:
-    """Run ``task``'s model on a training ``batch`` the way its training step does, without the loss.
-
-    A task can define ``diagnostic_forward(batch)`` to take over; language modelling and
-    classification tasks are handled here.
-    """
-    custom = getattr(task, "diagnostic_forward", None)
-    if callable(custom):
-        return custom(batch)
-    from omniformer.tasks import ClassificationTask, LanguageModelingTask
-
-    if isinstance(task, LanguageModelingTask):
-        return task.net(task.modality, task.head, batch[0], causal=True)
-    if isinstance(task, ClassificationTask):
-        inputs, *lengths, _ = batch
-        return task(inputs, lengths[0] if lengths else None)
-    raise TypeError(
-        f"ResidualDiagnostics cannot run {type(task).__name__} on a probe batch; give the task a "
-        "`diagnostic_forward(batch)` method"
-    )
+def probe_forward(task: L.LightningModule, batch: Any) -> Any:
+    """Run ``task``'s objective (``model_step``) on a training ``batch``, as its training step does."""
+    model_step = getattr(task, "model_step", None)
+    if not callable(model_step):
+        raise TypeError(
+            f"ResidualDiagnostics cannot run {type(task).__name__} on a probe batch; give the task a "
+            "`model_step(batch)` method (omniformer's tasks have one)"
+        )
+    return model_step(batch)
 
 
 def residual_contributions(

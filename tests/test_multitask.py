@@ -19,8 +19,9 @@ from omniformer.data.multitask import (
     sampling_probabilities,
     step_counts,
 )
+from omniformer.diagnostics import probe_forward, residual_contributions
 from omniformer.heads import ClassificationHead, LMHead
-from omniformer.tasks import OptimSettings
+from omniformer.tasks import ClassificationTask, LanguageModelingTask, OptimSettings
 from omniformer.tasks.multitask import ClassificationLoss, LanguageModelingLoss, MultiTaskTask
 from omniformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from tests.conftest import FIXTURES, compose_train, read_results, run_cli
@@ -291,7 +292,7 @@ def test_a_step_touches_every_head_and_the_backbone_gets_gradients_from_every_ta
     optimizer.step()
     for name, part in batch.items():
         task.zero_grad(set_to_none=True)
-        loss, _, _ = task.member_loss(name, part)
+        loss, _, _ = task.member_step(name, part)
         loss.backward()
         backbone = [p.grad for p in task.net.backbone.parameters()]
         assert all(g is not None for g in backbone) and sum(g.abs().sum() for g in backbone) > 0, name
@@ -306,12 +307,30 @@ def test_the_step_loss_is_the_weighted_sum_of_the_members_losses():
     batch = batch_of(data)
     with torch.no_grad():
         total = task.training_step(batch, 0)
-        parts = {name: task.member_loss(name, part)[0] for name, part in batch.items()}
+        parts = {name: task.member_step(name, part)[0] for name, part in batch.items()}
     expected = parts["lm"] + 2.0 * parts["digits"] + parts["sentiment"]
     torch.testing.assert_close(total, expected)
     only = {"lm": None, "digits": batch["digits"], "sentiment": None}
     with torch.no_grad():
         torch.testing.assert_close(task.training_step(only, 0), 2.0 * parts["digits"])
+
+
+def test_members_and_single_tasks_share_one_objective_and_the_probe_runs_a_multitask_step():
+    """A member's loss is what the single-task module's ``model_step`` computes on the same net, and
+    the diagnostics probe (``model_step``) runs a ``{member: batch}`` step."""
+    task, data = make_task(), make_data("all")
+    batch = batch_of(data)
+    lm = LanguageModelingTask(task.net, task.optim, modality="text", head="lm", sample_tokens=0)
+    digits = ClassificationTask(
+        task.net, task.optim, modality="image", num_classes=3, head="digits", label_smoothing=0.1
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(task.member_step("lm", batch["lm"])[0], lm.model_step(batch["lm"])[0])
+        torch.testing.assert_close(
+            task.member_step("digits", batch["digits"])[0], digits.model_step(batch["digits"])[0]
+        )
+        ratios = residual_contributions(task.net.backbone.blocks, lambda: probe_forward(task, batch))
+    assert ratios.shape == (1,) and torch.isfinite(ratios).all()
 
 
 def test_fit_logs_metrics_per_task_and_checkpoints_every_tokenizer_and_head(tmp_path):
@@ -369,8 +388,8 @@ def test_grad_norm_balance_brings_every_members_backbone_gradient_to_one_norm():
     raw = {}
     for name, part in batch.items():  # each member's own gradient norm, unscaled
         task.zero_grad(set_to_none=True)
-        task.member_loss(name, part)[0].backward()
-        raw[name] = backbone_grad_norm(task)  # member_loss is the loss before its loss_weight
+        task.member_step(name, part)[0].backward()
+        raw[name] = backbone_grad_norm(task)  # member_step gives the loss before its loss_weight
     assert max(raw.values()) > 2 * min(raw.values())  # the members differ: there is something to balance
     for _ in range(60):  # weights fixed (no optimizer step): the running norms converge to the raw ones
         for name, part in batch.items():
@@ -384,7 +403,7 @@ def test_grad_norm_balance_brings_every_members_backbone_gradient_to_one_norm():
     # the step's gradient is that of loss_weight · scale · loss: its norm is loss_weight · geometric mean
     for i, (name, part) in enumerate(batch.items()):
         with torch.no_grad():
-            expected = task.members[name].loss_weight * scales[i] * task.member_loss(name, part)[0]
+            expected = task.members[name].loss_weight * scales[i] * task.member_step(name, part)[0]
         torch.testing.assert_close(member_step(task, name, part).detach(), expected)
         weight = task.members[name].loss_weight
         assert backbone_grad_norm(task) == pytest.approx(weight * geometric_mean, rel=1e-3)

@@ -97,7 +97,7 @@ def test_frozen_parameters_do_not_change_after_a_training_step(text_ckpt):
     images, labels = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])
     for _ in range(2):  # the head starts at zero: the second step sends gradients into the backbone
         optimizer.zero_grad()
-        loss, _, _ = task._step((images, labels))
+        loss, _, _ = task.model_step((images, labels))
         loss.backward()
         optimizer.step()
     changed = {k for k, v in net.named_parameters() if not torch.equal(v, before[k])}

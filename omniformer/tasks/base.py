@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import GradClipAlgorithmType
+from torch import Tensor
 
 from omniformer.model import OmniModel
 from omniformer.tasks.optim import OptimSettings, build_optimizer
@@ -24,6 +27,11 @@ class OmniTask(L.LightningModule):
         super().__init__()
         self.net = net
         self.optim = optim
+
+    def model_step(self, batch: Any) -> tuple[Tensor, Any, Any]:
+        """``(loss, outputs, targets)`` of one batch: the task's objective, used by training,
+        validation, testing, the diagnostics probe and the benchmarks alike."""
+        raise NotImplementedError(f"{type(self).__name__} does not define model_step(batch)")
 
     def configure_optimizers(self):
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1

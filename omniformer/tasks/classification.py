@@ -9,13 +9,13 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from omniformer.model import OmniModel
 from omniformer.tasks.base import OmniTask
+from omniformer.tasks.objectives import ClassificationLoss, check_labels
 from omniformer.tasks.optim import OptimSettings
 
 # The label check below lives in `on_before_batch_transfer` on purpose (labels are still on the host,
@@ -23,20 +23,6 @@ from omniformer.tasks.optim import OptimSettings
 warnings.filterwarnings(
     "ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but have passed"
 )
-
-
-def check_labels(labels: Tensor, num_classes: int) -> None:
-    """Raise one clear error if any label lies outside ``0 .. num_classes-1`` (the head's range)."""
-    if labels.numel() == 0 or labels.is_floating_point():
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        bad = low if low < 0 else high
-        raise ValueError(
-            f"label {bad} is out of range for the classifier head (num_classes={num_classes}, valid "
-            f"labels 0..{num_classes - 1}): the data has more classes than the model was built for; "
-            "check data.* overrides, or that the checkpoint was trained on this dataset"
-        )
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -78,6 +64,7 @@ class ClassificationTask(OmniTask):
             raise ValueError(f"{len(class_names)} class names given for num_classes={num_classes}")
         self.modality, self.head, self.num_classes = modality, head, num_classes
         self.label_smoothing = label_smoothing
+        self.objective = ClassificationLoss(label_smoothing)
         self.class_names = list(class_names) if class_names is not None else None
         self.val_metrics = classification_metrics(num_classes, "val_")
         self.test_metrics = classification_metrics(num_classes, "test_")
@@ -105,19 +92,17 @@ class ClassificationTask(OmniTask):
             check_labels(batch[-1], self.num_classes)
         return batch
 
-    def _step(self, batch) -> tuple[Tensor, Tensor, Tensor]:
-        inputs, *lengths, labels = batch
-        logits = self(inputs, lengths[0] if lengths else None)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        return loss, logits, labels
+    def model_step(self, batch) -> tuple[Tensor, Tensor, Tensor]:
+        """``(mean cross-entropy, logits, labels)`` of an ``(inputs[, lengths], labels)`` batch."""
+        return self.objective.step(self.net, self.modality, self.head, batch)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        loss, _, _ = self._step(batch)
+        loss, _, _ = self.model_step(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch[-1].shape[0])
         return loss
 
     def _evaluate(self, batch, metrics: MetricCollection, loss_metric: MeanMetric) -> None:
-        loss, logits, labels = self._step(batch)
+        loss, logits, labels = self.model_step(batch)
         metrics.update(logits, labels)
         loss_metric.update(loss, weight=labels.shape[0])
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
 from omniformer.model import OmniModel
 from omniformer.sampling import generate
 from omniformer.tasks.base import OmniTask
+from omniformer.tasks.objectives import LanguageModelingLoss
 from omniformer.tasks.optim import OptimSettings
 
 
@@ -45,22 +45,23 @@ class LanguageModelingTask(OmniTask):
         self.modality, self.head = modality, head
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
         self.temperature, self.top_k, self.context_len = temperature, top_k, context_len
+        self.objective = LanguageModelingLoss()
         # Token-weighted, so the epoch value is the exact mean over the whole validation split.
         self.val_loss = MeanMetric()
         self.sample_text: str | None = None
 
-    def _loss(self, batch) -> torch.Tensor:
-        inputs, targets = batch
-        logits = self.net(self.modality, self.head, inputs, causal=True)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    def model_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mean next-token loss, logits, targets)`` of an ``(inputs, targets)`` window batch."""
+        return self.objective.step(self.net, self.modality, self.head, batch)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
+        loss, _, _ = self.model_step(batch)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self.val_loss.update(self._loss(batch), weight=batch[1].numel())
+        loss, _, targets = self.model_step(batch)
+        self.val_loss.update(loss, weight=self.objective.weight(targets))
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()

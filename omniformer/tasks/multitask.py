@@ -32,101 +32,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MeanMetric, MetricCollection
 
 from omniformer.model import OmniModel
 from omniformer.tasks.base import OmniTask
-from omniformer.tasks.classification import check_labels
+
+# ClassificationLoss and LanguageModelingLoss are also named here by configs stored in older checkpoints.
+from omniformer.tasks.objectives import ClassificationLoss, LanguageModelingLoss, Objective  # noqa: F401
 from omniformer.tasks.optim import OptimSettings
-
-
-# --------------------------------------------------------------------------------------------- losses
-class MemberLoss:
-    """What a member's objective provides: the loss of a batch and the metrics to report.
-
-    Subclasses implement :meth:`step`; ``metrics`` builds the member's extra validation metrics
-    (besides the loss, which the task tracks), ``update`` feeds them.
-    """
-
-    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
-        """``(mean loss, outputs, targets)`` of one batch."""
-        raise NotImplementedError
-
-    def weight(self, targets: Tensor) -> int:
-        """How many items the mean loss averages (tokens or samples): the validation loss's weight."""
-        return int(targets.numel())
-
-    def metrics(self, head: nn.Module) -> dict[str, Metric]:
-        """Extra metrics by short name (``acc``), logged as ``<member>/val_<name>``."""
-        return {}
-
-    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
-        """Feed one batch to the metrics."""
-        if len(metrics):
-            metrics.update(outputs, targets)
-
-    def derived(self, loss: Tensor) -> dict[str, Tensor]:
-        """Values computed from the epoch's mean loss (perplexity)."""
-        return {}
-
-    def check(self, batch: Any, head: nn.Module) -> None:
-        """Host-side checks of a batch before it moves to the device (labels in range)."""
-
-
-class ClassificationLoss(MemberLoss):
-    """Cross-entropy on ``(inputs, labels)`` or ``(inputs, lengths, labels)`` batches; top-1 accuracy.
-
-    Args:
-        label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
-    """
-
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
-        self.label_smoothing = label_smoothing
-
-    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
-        inputs, *lengths, labels = batch
-        extra = {"lengths": lengths[0]} if lengths else {}
-        logits = net(modality, head, inputs, **extra)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        return loss, logits, labels
-
-    def metrics(self, head: nn.Module) -> dict[str, Metric]:
-        classes = getattr(head, "num_classes", None)
-        if classes is None:
-            raise ValueError(
-                f"a classification member needs a head with num_classes, got {type(head).__name__}"
-            )
-        return {"acc": MulticlassAccuracy(classes, average="micro")}
-
-    def check(self, batch: Any, head: nn.Module) -> None:
-        if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[-1], Tensor):
-            check_labels(batch[-1], head.num_classes)
-
-
-class LanguageModelingLoss(MemberLoss):
-    """Next-token cross-entropy on ``(inputs, targets)`` id windows (causal attention); perplexity."""
-
-    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
-        inputs, targets = batch
-        logits = net(modality, head, inputs, causal=True)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        return loss, logits, targets
-
-    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
-        return None
-
-    def derived(self, loss: Tensor) -> dict[str, Tensor]:
-        return {"ppl": torch.exp(loss)}
-
 
 # --------------------------------------------------------------------------------------------- members
 BALANCE = ("none", "grad_norm", "member_moments")
@@ -145,7 +63,7 @@ class Member:
     """
 
     modality: str
-    loss: MemberLoss
+    loss: Objective
     loss_weight: float = 1.0
 
 
@@ -176,7 +94,7 @@ class MultiTaskTask(OmniTask):
             (config or module) is that modality's tokenizer; members of the same modality may repeat
             the same tokenizer config or leave it out (``null``), one tokenizer serves them all.
             ``head`` (config or module) becomes ``net.heads[<member>]``; ``loss`` is a
-            :class:`MemberLoss` (or its config); ``loss_weight`` >= 0 weighs the member's loss.
+            :class:`Objective` (or its config); ``loss_weight`` >= 0 weighs the member's loss.
         backbone: the shared backbone (or its config).
         optim: optimizer and schedule settings (or their config).
         sampling: how the data module mixes members (``proportional``, ``uniform``, ``weights``,
@@ -251,8 +169,8 @@ class MultiTaskTask(OmniTask):
                     )
                 tokenizer_cfgs.setdefault(modality, (name, tokenizer))
             loss = _build(node["loss"], f"{key}.loss")
-            if not isinstance(loss, MemberLoss):
-                raise TypeError(f"{key}.loss is a {type(loss).__name__}, not a MemberLoss")
+            if not isinstance(loss, Objective):
+                raise TypeError(f"{key}.loss is a {type(loss).__name__}, not an Objective")
             specs[name] = Member(modality, loss, weight)
             heads[name] = _build(node["head"], f"{key}.head")
         for name, member in specs.items():
@@ -332,28 +250,41 @@ class MultiTaskTask(OmniTask):
         return batch
 
     # -- training -------------------------------------------------------------------------------------
-    def member_loss(self, name: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
-        """``(loss, outputs, targets)`` of member ``name`` on its ``batch``."""
+    def member_step(self, name: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, outputs, targets)`` of member ``name`` on its ``batch``: its objective, unweighted."""
         member = self.members[name]
         return member.loss.step(self.net, member.modality, name, batch)
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+    def model_step(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """``(total loss, member losses, member targets)`` of a ``{member: batch}`` step.
+
+        The total is ``Σ loss_weight · loss`` over the members present (times each member's
+        balance scale under ``balance=grad_norm``); the dicts hold every present member's own loss
+        and targets.
+        """
+        losses: dict[str, Tensor] = {}
+        targets: dict[str, Tensor] = {}
         total: Tensor | None = None
+        scales = self.balance_scales() if self.balance == "grad_norm" else None
         for name, part in batch.items():
             if part is None:
                 continue
-            loss, _, targets = self.member_loss(name, part)
-            size = int(targets.shape[0])
-            self.log(f"{name}/train_loss", loss, batch_size=size)
-            weighted = self.members[name].loss_weight * loss
-            self._step_members.add(name)
-            if self.balance == "grad_norm":
-                scale = self.balance_scales()[self._index[name]]
-                self.log(f"{name}/balance_scale", scale, batch_size=1)
-                weighted = weighted * scale
+            losses[name], _, targets[name] = self.member_step(name, part)
+            weighted = self.members[name].loss_weight * losses[name]
+            if scales is not None:
+                weighted = weighted * scales[self._index[name]]
             total = weighted if total is None else total + weighted
         if total is None:
-            raise RuntimeError(f"training batch {batch_idx} holds no member batch (every entry is None)")
+            raise RuntimeError("the step's batch holds no member batch (every entry is None)")
+        return total, losses, targets
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        total, losses, targets = self.model_step(batch)
+        for name, loss in losses.items():
+            self.log(f"{name}/train_loss", loss, batch_size=int(targets[name].shape[0]))
+            if self.balance == "grad_norm":
+                self.log(f"{name}/balance_scale", self.balance_scales()[self._index[name]], batch_size=1)
+        self._step_members.update(losses)
         self.log("train_loss", total, prog_bar=True, batch_size=1)
         return total
 
@@ -475,7 +406,7 @@ class MultiTaskTask(OmniTask):
     def _evaluate(self, split: str, batch: Any, dataloader_idx: int) -> None:
         name = self._member_for(split, dataloader_idx)
         member = self.members[name]
-        loss, outputs, targets = self.member_loss(name, batch)
+        loss, outputs, targets = self.member_step(name, batch)
         metrics = (self.val_metrics if split == "val" else self.test_metrics)[name]
         losses = (self.val_losses if split == "val" else self.test_losses)[name]
         member.loss.update(metrics, outputs, targets)

@@ -1,0 +1,112 @@
+"""Objectives: what a task computes from a batch — the loss, the outputs and the targets.
+
+Each objective is written once and used everywhere a batch meets the model: the single-task
+LightningModules (their ``model_step``), the members of a multi-task run, the diagnostics probe and
+the benchmarks' hand-written loops. A new kind of task plugs in by subclassing :class:`Objective`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from omniformer.model import OmniModel
+
+
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """Raise one clear error if any label lies outside ``0 .. num_classes-1`` (the head's range)."""
+    if labels.numel() == 0 or labels.is_floating_point():
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"label {bad} is out of range for the classifier head (num_classes={num_classes}, valid "
+            f"labels 0..{num_classes - 1}): the data has more classes than the model was built for; "
+            "check data.* overrides, or that the checkpoint was trained on this dataset"
+        )
+
+
+class Objective:
+    """What an objective provides: the loss of a batch and the metrics to report.
+
+    Subclasses implement :meth:`step`; ``metrics`` builds the member's extra validation metrics
+    (besides the loss, which the task tracks), ``update`` feeds them.
+    """
+
+    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """``(mean loss, outputs, targets)`` of one batch."""
+        raise NotImplementedError
+
+    def weight(self, targets: Tensor) -> int:
+        """How many items the mean loss averages (tokens or samples): the validation loss's weight."""
+        return int(targets.numel())
+
+    def metrics(self, head: nn.Module) -> dict[str, Metric]:
+        """Extra metrics by short name (``acc``), logged as ``<member>/val_<name>``."""
+        return {}
+
+    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
+        """Feed one batch to the metrics."""
+        if len(metrics):
+            metrics.update(outputs, targets)
+
+    def derived(self, loss: Tensor) -> dict[str, Tensor]:
+        """Values computed from the epoch's mean loss (perplexity)."""
+        return {}
+
+    def check(self, batch: Any, head: nn.Module) -> None:
+        """Host-side checks of a batch before it moves to the device (labels in range)."""
+
+
+class ClassificationLoss(Objective):
+    """Cross-entropy on ``(inputs, labels)`` or ``(inputs, lengths, labels)`` batches; top-1 accuracy.
+
+    Args:
+        label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        inputs, *lengths, labels = batch
+        extra = {"lengths": lengths[0]} if lengths else {}
+        logits = net(modality, head, inputs, **extra)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        return loss, logits, labels
+
+    def metrics(self, head: nn.Module) -> dict[str, Metric]:
+        classes = getattr(head, "num_classes", None)
+        if classes is None:
+            raise ValueError(
+                f"a classification member needs a head with num_classes, got {type(head).__name__}"
+            )
+        return {"acc": MulticlassAccuracy(classes, average="micro")}
+
+    def check(self, batch: Any, head: nn.Module) -> None:
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[-1], Tensor):
+            check_labels(batch[-1], head.num_classes)
+
+
+class LanguageModelingLoss(Objective):
+    """Next-token cross-entropy on ``(inputs, targets)`` id windows (causal attention); perplexity."""
+
+    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        inputs, targets = batch
+        logits = net(modality, head, inputs, causal=True)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return loss, logits, targets
+
+    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
+        return None
+
+    def derived(self, loss: Tensor) -> dict[str, Tensor]:
+        return {"ppl": torch.exp(loss)}
