@@ -216,3 +216,49 @@ def test_movie_reviews_corpus_reads_2000_reviews_in_an_80_10_10_split():
     )
     items = data.read()
     assert len(items) == 2000 and {label for _, label in items} == {"neg", "pos"}
+
+
+# -- records hold any character; errors name the physical line ---------------------------------------
+# U+2028 (line separator), U+0085 (next line), form feed and group separator: str.splitlines() breaks a
+# line at each of them, but inside a CSV or JSON field they are ordinary characters.
+ODD = ["\u2028", "\u0085", "\x0c", "\x1d"]
+
+
+def odd_rows(count: int = 12) -> list[tuple[str, int]]:
+    return [(f"{'great' if i % 2 else 'dull'} film{ODD[i % 4]}number {i}", i % 2) for i in range(count)]
+
+
+def test_csv_and_jsonl_fields_may_hold_unicode_line_breaks(tmp_path):
+    rows = odd_rows()
+    csv_path = tmp_path / "reviews.csv"
+    csv_path.write_bytes(("text,label\r\n" + "".join(f"{t},{y}\r\n" for t, y in rows)).encode("utf-8"))
+    jsonl_path = tmp_path / "reviews.jsonl"
+    lines = [json.dumps({"text": t, "label": y}, ensure_ascii=False) for t, y in rows]
+    jsonl_path.write_bytes(("\r\n".join(lines[:6]) + "\n" + "\n".join(lines[6:]) + "\n").encode("utf-8"))
+    assert "\u2028" in jsonl_path.read_text(encoding="utf-8")  # written raw, not escaped
+    want = [(t, str(y)) for t, y in rows]
+    for path, kind in ((csv_path, "csv"), (jsonl_path, "jsonl")):
+        assert tc.read_table(path, kind, "text", "label") == want
+        data = small(path, val_fraction=0.2, test_fraction=0.2)
+        data.setup()
+        assert data.classes == ["0", "1"]
+        assert len(data.train_set) + len(data.val_set) + len(data.test_set) == 12
+
+
+def test_csv_error_names_the_physical_line_after_a_quoted_newline(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text('text,label\ngood,1\n"two\nlines",0\n\nfine\u2028still one line,1\nbad row,\n')
+    # Records: header (line 1), line 2, lines 3-4, a blank line 5, line 6, the bad record on line 7.
+    with pytest.raises(ValueError, match=r"reviews\.csv:7: missing or non-scalar 'label'"):
+        tc.read_table(path, "csv", "text", "label")
+    path.write_text('text,label\n"a\nb",1\n"starts here\nand has no label"\n')
+    with pytest.raises(ValueError, match=r"reviews\.csv:4: missing or non-scalar 'label'"):
+        tc.read_table(path, "csv", "text", "label")
+
+
+def test_jsonl_error_names_the_physical_line(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    good = json.dumps({"text": "a\u2028b\u0085c", "label": 1}, ensure_ascii=False)
+    path.write_text(f"{good}\n{good}\n\n{good}\nnot json\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"reviews\.jsonl:5 is not valid JSON"):
+        tc.read_table(path, "jsonl", "text", "label")

@@ -18,6 +18,7 @@ mask, so padding is never attended to nor pooled.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -66,33 +67,69 @@ def read_folder(path: Path) -> list[tuple[str, str]]:
 def read_table(
     path: Path, kind: Literal["csv", "jsonl"], text_key: str, label_key: str
 ) -> list[tuple[str, str]]:
-    """``(text, label)`` rows of a CSV (with a header) or JSONL file; one error naming file, line and key."""
-    items: list[tuple[str, str]] = []
+    """``(text, label)`` rows of a CSV (with a header) or JSONL file; one error naming file, line and key.
+
+    A record ends only at a newline (CSV: ``\\n``, ``\\r\\n`` or ``\\r`` outside quotes; JSONL: ``\\n`` or
+    ``\\r\\n``): U+2028, U+0085, form feeds and the other breaks ``str.splitlines`` knows are ordinary
+    characters of a field. Line numbers in errors are physical lines of the file, where the record
+    starts (a CSV record with a quoted newline spans several lines).
+    """
     text = _decode(path.read_bytes(), path)
-    if kind == "csv":
-        reader = csv.DictReader(text.splitlines())
-        columns = reader.fieldnames or []
-        for key, name in ((text_key, "data.text_key"), (label_key, "data.label_key")):
-            if key not in columns:
-                raise ValueError(f"{name}={key!r}: {path} has no such column (columns: {columns})")
-        for line, row in enumerate(reader, start=2):
-            items.append(_row(row.get(text_key), row.get(label_key), path, line, text_key, label_key))
-    else:
-        for line, raw in enumerate(text.splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line} is not a JSON object")
-            for key, name in ((text_key, "data.text_key"), (label_key, "data.label_key")):
-                if key not in row:
-                    raise ValueError(f"{name}={key!r}: {path}:{line} has no such key (keys: {sorted(row)})")
-            items.append(_row(row[text_key], row[label_key], path, line, text_key, label_key))
+    read = _read_csv if kind == "csv" else _read_jsonl
+    items = read(path, text, text_key, label_key)
     if not items:
         raise ValueError(f"{path} holds no rows")
+    return items
+
+
+def _read_csv(path: Path, text: str, text_key: str, label_key: str) -> list[tuple[str, str]]:
+    # StringIO(newline="") splits lines as a file opened with newline="" does, as the csv module wants.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    columns: list[str] | None = None
+    items: list[tuple[str, str]] = []
+    while True:
+        start = reader.line_num + 1  # line_num: physical lines read so far
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise ValueError(f"{path}:{start}: not valid CSV ({err})") from None
+        if not record:  # a blank line, skipped as csv.DictReader skips it
+            continue
+        if columns is None:
+            columns = _check_columns(record, path, text_key, label_key)
+            continue
+        row = dict(zip(columns, record))  # like DictReader: a short row lacks its last keys
+        items.append(_row(row.get(text_key), row.get(label_key), path, start, text_key, label_key))
+    if columns is None:  # no header either
+        _check_columns([], path, text_key, label_key)
+    return items
+
+
+def _check_columns(columns: list[str], path: Path, text_key: str, label_key: str) -> list[str]:
+    for key, name in ((text_key, "data.text_key"), (label_key, "data.label_key")):
+        if key not in columns:
+            raise ValueError(f"{name}={key!r}: {path} has no such column (columns: {columns})")
+    return columns
+
+
+def _read_jsonl(path: Path, text: str, text_key: str, label_key: str) -> list[tuple[str, str]]:
+    items = []
+    for line, raw in enumerate(text.split("\n"), start=1):
+        raw = raw.removesuffix("\r")
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line} is not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{line} is not a JSON object")
+        for key, name in ((text_key, "data.text_key"), (label_key, "data.label_key")):
+            if key not in row:
+                raise ValueError(f"{name}={key!r}: {path}:{line} has no such key (keys: {sorted(row)})")
+        items.append(_row(row[text_key], row[label_key], path, line, text_key, label_key))
     return items
 
 
