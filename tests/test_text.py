@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from omniformer.data.text import ContiguousWindows, RandomWindows, TextDataModule, read_text
 from omniformer.tokenizers.vocab import BPEVocab, CharVocab, load_vocab, vocab_from_json
+from tests.conftest import SHARED_DATA, needs_shared_data
 
 SHAKESPEARE_HEAD = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -172,3 +173,55 @@ def test_block_size_larger_than_the_training_split_is_refused(tmp_path):
     dm.setup()
     with pytest.raises(ValueError, match=r"too few for data\.block_size=64"):
         dm.train_dataloader()
+
+
+# -- the char vocabulary covers the whole corpus ----------------------------------------------------
+def test_char_vocabulary_covers_a_character_only_the_validation_split_holds(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abc abc\n" * 50 + "the end: Z!\n")  # 'Z', 't', ':' ... only in the last 10%
+    dm = TextDataModule(path=str(corpus), tokenizer="char", block_size=8, cache_dir=str(tmp_path / "c"))
+    dm.setup()
+    text = corpus.read_text()
+    assert dm.vocab.chars == sorted(set(text))
+    assert dm.vocab.decode(dm.val_ids) == text[int(len(text) * 0.9) :]
+    assert dm.vocab.decode(dm.train_ids) == text[: int(len(text) * 0.9)]
+
+
+NANOGPT_SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        None,  # the bundled corpus
+        pytest.param(
+            str(SHARED_DATA / "tinyshakespeare" / "input.txt"),
+            marks=needs_shared_data("tinyshakespeare", "input.txt"),
+        ),
+    ],
+)
+def test_shakespeare_char_vocabulary_is_unchanged(path, tmp_path):
+    """Built from the whole corpus, it is still the training split's 65 characters in the same order
+    (nanoGPT's shakespeare_char ids), so earlier runs' results reproduce."""
+    dm = TextDataModule(path=path, tokenizer="char", cache_dir=str(tmp_path))
+    dm.setup()
+    text = read_text(dm.path)
+    assert "".join(dm.vocab.chars) == NANOGPT_SHAKESPEARE_CHARS
+    assert dm.vocab.chars == sorted(set(text[: int(len(text) * 0.9)]))
+
+
+def test_a_character_outside_a_given_vocabulary_names_file_line_split_and_character(tmp_path):
+    given = CharVocab("abc \n").to_json()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abc\n" * 10 + "abQ\n" + "abc\n" * 100)
+    with pytest.raises(ValueError, match=r"corpus\.txt:11 \(training split\): character 'Q' \(U\+0051\)"):
+        TextDataModule(path=str(corpus), tokenizer="char", vocab_json=given, cache_dir=str(tmp_path)).setup()
+    corpus.write_text("abc\n" * 100 + "ab\u00e9\n")
+    with pytest.raises(ValueError, match=r"corpus\.txt:101 \(validation split\): character 'é' \(U\+00E9\)"):
+        TextDataModule(path=str(corpus), tokenizer="char", vocab_json=given, cache_dir=str(tmp_path)).setup()
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "a.txt").write_text("abc\n" * 100)
+    (folder / "b.txt").write_text("abc\nabc\nab!\n" + "abc\n" * 10)
+    with pytest.raises(ValueError, match=r"b\.txt:3 \(validation split\): character '!'"):
+        TextDataModule(path=str(folder), tokenizer="char", vocab_json=given, cache_dir=str(tmp_path)).setup()

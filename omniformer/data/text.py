@@ -1,8 +1,10 @@
 """Text corpora for language modelling: read, split, tokenise once, cache, sample windows.
 
 The corpus is one UTF-8 file or a folder of ``.txt`` files. The first ``1 - val_fraction`` of the
-characters is the training split, the rest validation (deterministic, like nanoGPT). The vocabulary
-is trained on the training split; ids of both splits are cached as ``.npy`` files keyed by the text's
+characters is the training split, the rest validation (deterministic, like nanoGPT). A BPE vocabulary
+is trained on the training split; a char vocabulary holds every character of the whole corpus, sorted
+(a character met only in the validation split needs an id too; for Tiny Shakespeare both splits give
+the same 65 characters). Ids of both splits are cached as ``.npy`` files keyed by the text's
 hash and the tokenizer settings, and memory-mapped on later runs.
 """
 
@@ -18,7 +20,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from omniformer.tokenizers.vocab import VocabKind, Vocabulary, train_vocab, vocab_from_json
+from omniformer.tokenizers.vocab import (
+    UnknownCharacterError,
+    VocabKind,
+    Vocabulary,
+    train_vocab,
+    vocab_from_json,
+)
 
 BUNDLED_SHAKESPEARE = Path(__file__).parent / "assets" / "tinyshakespeare.txt"
 
@@ -33,6 +41,12 @@ def read_text(path: str | Path) -> str:
 
     Raises one error naming the file (and byte offset) at fault: missing, empty or not UTF-8.
     """
+    return "\n".join(text for _, text in read_text_files(path))
+
+
+def read_text_files(path: str | Path) -> list[tuple[Path, str]]:
+    """``(file, text)`` of a UTF-8 file, or of every ``.txt`` file of a folder (sorted); errors as
+    :func:`read_text`'s."""
     path = Path(path).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
@@ -46,15 +60,23 @@ def read_text(path: str | Path) -> str:
     for file in files:
         raw = file.read_bytes()
         try:
-            parts.append(raw.decode("utf-8"))
+            parts.append((file, raw.decode("utf-8")))
         except UnicodeDecodeError as err:
             raise ValueError(
                 f"{file} is not valid UTF-8: byte offset {err.start} ({raw[err.start : err.start + 1]!r})"
             ) from None
-    text = "\n".join(parts)
-    if not text.strip():
+    if not any(text.strip() for _, text in parts):
         raise ValueError(f"text source {path} is empty")
-    return text
+    return parts
+
+
+def locate(parts: list[tuple[Path, str]], position: int) -> tuple[Path, int]:
+    """The file and 1-based line of character ``position`` of the parts joined by newlines."""
+    for file, text in parts:
+        if position <= len(text):  # == len(text): the joining newline, counted as the file's end
+            return file, text.count("\n", 0, position) + 1
+        position -= len(text) + 1
+    raise IndexError(f"position {position} lies beyond the corpus")
 
 
 class RandomWindows(IterableDataset):
@@ -166,7 +188,8 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.vocab is not None:
             return
-        text = read_text(self.path)
+        parts = read_text_files(self.path)
+        text = "\n".join(part for _, part in parts)
         split = int(len(text) * (1 - self.val_fraction))
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         settings = (
@@ -183,11 +206,29 @@ class TextDataModule(L.LightningDataModule):
             if self.vocab_json is not None:
                 self.vocab = vocab_from_json(self.vocab_json)
             else:
-                self.vocab = train_vocab(self.tokenizer, train_text, self.vocab_size)
-            self._write_cache(folder, self.vocab.encode(train_text), self.vocab.encode(val_text))
+                # Char ids come from the whole corpus: sorted, so a corpus whose validation split adds
+                # no character keeps the ids the training split alone gave.
+                source = text if self.tokenizer == "char" else train_text
+                self.vocab = train_vocab(self.tokenizer, source, self.vocab_size)
+            train_ids = self._encode(parts, train_text, 0, "training")
+            val_ids = self._encode(parts, val_text, split, "validation")
+            self._write_cache(folder, train_ids, val_ids)
         # Copy-on-write maps: torch can wrap them without a copy, and nothing is ever written back.
         self.train_ids = np.load(folder / "train.npy", mmap_mode="c")
         self.val_ids = np.load(folder / "val.npy", mmap_mode="c")
+
+    def _encode(self, parts: list[tuple[Path, str]], text: str, offset: int, split: str) -> np.ndarray:
+        """Ids of one split (``offset``: its start in the corpus). A character a given vocabulary
+        (``data.vocab_json``) lacks is named with its file, line and split."""
+        try:
+            return self.vocab.encode(text)
+        except UnknownCharacterError as err:
+            file, line = locate(parts, offset + err.index)
+            raise ValueError(
+                f"{file}:{line} ({split} split): character {err.char!r} (U+{ord(err.char):04X}) is not in "
+                f"the char vocabulary of data.vocab_json ({self.vocab.size} characters); use a corpus "
+                "written in its characters, or leave data.vocab_json unset to build one from this corpus"
+            ) from None
 
     def _write_cache(self, folder: Path, train_ids: np.ndarray, val_ids: np.ndarray) -> None:
         """Write ids and vocabulary to a temporary folder, then rename it into place (atomic)."""

@@ -1,8 +1,10 @@
 """Text vocabularies: byte-level BPE (HF ``tokenizers``) and characters, saved as JSON.
 
-A vocabulary maps strings to integer ids and back. It is trained on the training split, saved
-beside the run (and inside checkpoints) and reused by generation, so ids always mean the same
-thing. Byte-level BPE (Radford et al. 2019, GPT-2) round-trips any Unicode text exactly.
+A vocabulary maps strings to integer ids and back. BPE merges are learnt from the training split;
+a char vocabulary lists every character of the corpus (a character met only in validation must
+have an id too). It is saved beside the run (and inside checkpoints) and reused by generation, so
+ids always mean the same thing. Byte-level BPE (Radford et al. 2019, GPT-2) round-trips any Unicode
+text exactly.
 """
 
 from __future__ import annotations
@@ -36,8 +38,16 @@ class Vocabulary(Protocol):
     def to_json(self) -> str: ...
 
 
+class UnknownCharacterError(ValueError):
+    """A character the char vocabulary lacks: ``char``, at ``index`` of the text being encoded."""
+
+    def __init__(self, char: str, index: int) -> None:
+        super().__init__(f"character {char!r} is not in the char vocabulary (trained on other text)")
+        self.char, self.index = char, index
+
+
 class CharVocab:
-    """One id per distinct character of the training text (nanoGPT's ``shakespeare_char``)."""
+    """One id per distinct character of a corpus, in sorted order (nanoGPT's ``shakespeare_char``)."""
 
     kind = "char"
 
@@ -60,9 +70,7 @@ class CharVocab:
         try:
             return np.fromiter((self._index[c] for c in text), dtype=np.int64, count=len(text))
         except KeyError as err:
-            raise ValueError(
-                f"character {err.args[0]!r} is not in the char vocabulary (trained on other text)"
-            ) from None
+            raise UnknownCharacterError(err.args[0], text.index(err.args[0])) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.chars[int(i)] for i in ids)
