@@ -21,6 +21,7 @@ from omniformer.data.multitask import (
 )
 from omniformer.diagnostics import probe_forward, residual_contributions
 from omniformer.heads import ClassificationHead, LMHead
+from omniformer.model import OmniModel
 from omniformer.tasks import ClassificationTask, LanguageModelingTask, OptimSettings
 from omniformer.tasks.multitask import ClassificationLoss, LanguageModelingLoss, MultiTaskTask
 from omniformer.tokenizers import ImagePatchTokenizer, TextTokenizer
@@ -83,39 +84,32 @@ class FakeWithTest(Fake):
 
 
 def members(**overrides) -> dict:
-    """Three members over two modalities: a text LM and a text classifier share the text tokenizer."""
+    """Three members over two modalities: a text LM and a text classifier read the text tokenizer."""
     base = {
-        "lm": {
-            "modality": "text",
-            "tokenizer": TextTokenizer(VOCAB, DIM, max_len=16),
-            "head": LMHead(DIM, VOCAB, tie_to="text"),
-            "loss": LanguageModelingLoss(),
-        },
-        "digits": {
-            "modality": "image",
-            "tokenizer": ImagePatchTokenizer(1, 8, 4, DIM),
-            "head": ClassificationHead(DIM, 3),
-            "loss": ClassificationLoss(label_smoothing=0.1),
-            "loss_weight": 2.0,
-        },
-        "sentiment": {
-            "modality": "text",
-            "tokenizer": None,  # the text tokenizer of `lm` serves it too
-            "head": ClassificationHead(DIM, 2),
-            "loss": ClassificationLoss(),
-        },
+        "lm": {"modality": "text", "loss": LanguageModelingLoss()},
+        "digits": {"modality": "image", "loss": ClassificationLoss(label_smoothing=0.1), "loss_weight": 2.0},
+        "sentiment": {"modality": "text", "loss": ClassificationLoss()},
     }
     base.update(overrides)
     return base
 
 
-def make_task(**kwargs) -> MultiTaskTask:
+def make_net(heads: dict | None = None) -> OmniModel:
+    """The model the members read: a text and an image tokenizer, a head per member, one backbone."""
     torch.manual_seed(0)
+    heads = heads or {
+        "lm": LMHead(DIM, VOCAB, tie_to="text"),
+        "digits": ClassificationHead(DIM, 3),
+        "sentiment": ClassificationHead(DIM, 2),
+    }
+    tokenizers = {"text": TextTokenizer(VOCAB, DIM, max_len=16), "image": ImagePatchTokenizer(1, 8, 4, DIM)}
+    return OmniModel(tokenizers, Backbone(DIM, 1, 2, max_seq_len=16), heads)
+
+
+def make_task(**kwargs) -> MultiTaskTask:
+    net = kwargs.pop("net", None) or make_net()
     return MultiTaskTask(
-        kwargs.pop("members", None) or members(),
-        Backbone(DIM, 1, 2, max_seq_len=16),
-        OptimSettings(lr=1e-2, warmup_steps=0),
-        **kwargs,
+        net, OptimSettings(lr=1e-2, warmup_steps=0), kwargs.pop("members", None) or members(), **kwargs
     )
 
 
@@ -159,12 +153,12 @@ def test_sampling_probabilities_proportional_uniform_and_weights():
 @pytest.mark.parametrize(
     ("weights", "message"),
     [
-        ({"a": -1, "b": 1}, r"task\.weights\.a=-1: sampling weights must be >= 0"),
+        ({"a": -1, "b": 1}, r"data\.weights\.a=-1: sampling weights must be >= 0"),
         ({"a": 0, "b": 0.0}, r"the sampling weights are all zero \(a=0, b=0\)"),
-        ({"a": 1, "b": 1, "zz": 1}, r"task\.weights\.zz: no such task"),
-        ({"a": 1}, r"task\.weights has no weight for task 'b'"),
-        ({"a": "lots", "b": 1}, r"task\.weights\.a='lots': must be a finite number"),
-        (None, r"task\.sampling=weights needs task\.weights"),
+        ({"a": 1, "b": 1, "zz": 1}, r"data\.weights\.zz: no such task"),
+        ({"a": 1}, r"data\.weights has no weight for task 'b'"),
+        ({"a": "lots", "b": 1}, r"data\.weights\.a='lots': must be a finite number"),
+        (None, r"data\.sampling=weights needs data\.weights"),
     ],
 )
 def test_bad_sampling_weights_name_the_culprit(weights, message):
@@ -173,11 +167,11 @@ def test_bad_sampling_weights_name_the_culprit(weights, message):
 
 
 def test_bad_weights_fail_when_the_data_module_is_built():
-    with pytest.raises(ValueError, match=r"task\.weights\.digits=-2"):
+    with pytest.raises(ValueError, match=r"data\.weights\.digits=-2"):
         make_data("weights", weights={"lm": 1, "digits": -2, "sentiment": 1})
     with pytest.raises(ValueError, match="all zero"):
         make_data("weights", weights={"lm": 0, "digits": 0, "sentiment": 0})
-    with pytest.raises(ValueError, match=r"task\.sampling='temperature'"):
+    with pytest.raises(ValueError, match=r"data\.sampling='temperature'"):
         make_data("temperature")
     with pytest.raises(ValueError, match="'sequential' mode cannot train"):
         make_data("all", mode="sequential")
@@ -334,7 +328,7 @@ def test_members_and_single_tasks_share_one_objective_and_the_probe_runs_a_multi
 
 
 def test_fit_logs_metrics_per_task_and_checkpoints_every_tokenizer_and_head(tmp_path):
-    task, data = make_task(sampling="all"), make_data("all")
+    task, data = make_task(), make_data("all")
     trainer = quiet_trainer(tmp_path, max_steps=3)
     before = {k: v.detach().clone() for k, v in task.net.named_parameters()}
     trainer.fit(task, datamodule=data)
@@ -365,9 +359,9 @@ def backbone_grad_norm(task: MultiTaskTask) -> float:
     ).item()
 
 
-def balanced_task() -> MultiTaskTask:
-    """A ``balance=grad_norm`` task whose heads are random (zero heads pass no gradient to the backbone)."""
-    task = make_task(balance="grad_norm")
+def balanced_task(balance: str = "grad_norm") -> MultiTaskTask:
+    """A balanced task whose heads are random (zero heads pass no gradient to the backbone)."""
+    task = make_task(balance=balance)
     for name in ("digits", "sentiment"):
         torch.nn.init.normal_(task.net.heads[name].proj.weight, std=0.5)
     return task
@@ -445,8 +439,7 @@ def test_grad_norm_balance_trains_and_logs_each_members_scale(tmp_path):
 
 
 def test_member_moments_give_each_member_the_optimizer_state_of_its_own_steps():
-    task, data = balanced_task(), make_data("uniform")
-    task.balance = "member_moments"
+    task, data = balanced_task("member_moments"), make_data("uniform")
     batch = batch_of(data)
     optimizer = task.configure_optimizers()["optimizer"]
     beta1, beta2 = optimizer.param_groups[0]["betas"]
@@ -460,7 +453,7 @@ def test_member_moments_give_each_member_the_optimizer_state_of_its_own_steps():
         grads[name].append(probe.grad.clone())
         optimizer.step()
     for name, seen in grads.items():
-        state = task._member_states[name][probe]
+        state = task.member_moments.states[name][probe]
         assert float(state["step"]) == len(seen), name  # its own step count: its own bias correction
         first = second = torch.zeros_like(probe)
         for grad in seen:  # the moments of this member's gradients alone
@@ -473,7 +466,7 @@ def test_member_moments_give_each_member_the_optimizer_state_of_its_own_steps():
     task.training_step({"lm": batch["lm"], "digits": batch["digits"]}, 0).backward()
     task.on_before_optimizer_step(optimizer)
     optimizer.step()
-    assert float(task._member_states["*"][probe]["step"]) == 1
+    assert float(task.member_moments.states["*"][probe]["step"]) == 1
 
 
 def test_member_moments_checkpoint_names_parameters_and_refuses_unknown_ones():
@@ -493,8 +486,8 @@ def test_member_moments_checkpoint_names_parameters_and_refuses_unknown_ones():
     restored = make_task(balance="member_moments")
     restored.on_load_checkpoint(checkpoint)
     probe = restored.net.backbone.blocks[0].attn.qkv.weight
-    original = task._member_states["digits"][task.net.backbone.blocks[0].attn.qkv.weight]
-    torch.testing.assert_close(restored._member_states["digits"][probe]["exp_avg"], original["exp_avg"])
+    original = task.member_moments.states["digits"][task.net.backbone.blocks[0].attn.qkv.weight]
+    torch.testing.assert_close(restored.member_moments.states["digits"][probe]["exp_avg"], original["exp_avg"])
     saved["speech"] = saved.pop("sentiment")
     with pytest.raises(ValueError, match=r"optimizer state of member 'speech', which this task lacks"):
         make_task(balance="member_moments").on_load_checkpoint(checkpoint)
@@ -508,8 +501,6 @@ def test_member_moments_checkpoint_names_parameters_and_refuses_unknown_ones():
     ("kwargs", "message"),
     [
         ({"balance": "gradnorm"}, r"task\.balance='gradnorm'; choose one of none, grad_norm, member_moments"),
-        ({"balance": "member_moments", "sampling": "all"}, r"task\.sampling=all trains every member"),
-        ({"balance": "grad_norm", "sampling": "all"}, r"task\.sampling=all trains every member every step"),
         ({"balance": "grad_norm", "balance_momentum": 1.0}, r"task\.balance_momentum must lie in \[0, 1\)"),
     ],
 )
@@ -518,28 +509,37 @@ def test_bad_balance_settings_name_the_key(kwargs, message):
         make_task(**kwargs)
 
 
+@pytest.mark.parametrize("balance", ["grad_norm", "member_moments"])
+def test_balance_refuses_data_that_trains_every_member_every_step(balance, tmp_path):
+    task, data = make_task(balance=balance), make_data("all")
+    with pytest.raises(
+        ValueError, match=rf"task\.balance={balance} .* data\.sampling=all trains every member"
+    ):
+        quiet_trainer(tmp_path, max_steps=1).fit(task, datamodule=data)
+
+
 # -- bad input ----------------------------------------------------------------------------------------
 def test_a_task_whose_modality_has_no_tokenizer_is_named():
-    bad = members(
-        speech={"modality": "audio", "head": ClassificationHead(DIM, 2), "loss": ClassificationLoss()}
-    )
+    net = make_net({**dict(make_net().heads), "speech": ClassificationHead(DIM, 2)})
+    bad = members(speech={"modality": "audio", "loss": ClassificationLoss()})
     with pytest.raises(ValueError) as err:
-        make_task(members=bad)
+        make_task(members=bad, net=net)
     message = str(err.value)
     assert "task.members.speech.modality='audio'" in message
-    assert "no tokenizer is configured for modality 'audio' (tokenizers: image, text)" in message
+    assert "no tokenizer is configured for modality 'audio' (task.net.tokenizers: image, text)" in message
 
 
-def test_two_different_tokenizers_for_one_modality_and_bad_members_fail():
-    clash = members(sentiment={**members()["sentiment"], "tokenizer": TextTokenizer(VOCAB, DIM)})
-    with pytest.raises(
-        ValueError, match=r"task\.members\.sentiment\.tokenizer differs from task\.members\.lm\.tokenizer"
-    ):
-        make_task(members=clash)
+def test_bad_members_fail_naming_the_key():
     with pytest.raises(ValueError, match=r"task\.members\.digits\.loss_weight=-1\.0"):
         make_task(members=members(digits={**members()["digits"], "loss_weight": -1}))
-    with pytest.raises(ValueError, match=r"task\.members\.digits\.head is missing"):
-        make_task(members=members(digits={**members()["digits"], "head": None}))
+    with pytest.raises(ValueError, match=r"task\.net\.heads\.digits is missing"):
+        make_task(
+            net=make_net({"lm": LMHead(DIM, VOCAB, tie_to="text"), "sentiment": ClassificationHead(DIM, 2)})
+        )
+    with pytest.raises(ValueError, match=r"task\.members\.digits\.loss is missing"):
+        make_task(members=members(digits={"modality": "image"}))
+    with pytest.raises(TypeError, match=r"task\.members\.digits\.loss is a str, not an Objective"):
+        make_task(members=members(digits={"modality": "image", "loss": "cross_entropy"}))
 
 
 def test_data_and_task_members_must_match():
@@ -553,7 +553,7 @@ def test_data_and_task_members_must_match():
 
 # -- configs and the CLI ------------------------------------------------------------------------------
 def test_config_composes_members_from_the_tasks_group():
-    cfg = compose_train(["task=multitask", "tasks=[text_lm, mnist, spoken_digits]", "task.sampling=uniform"])
+    cfg = compose_train(["task=multitask", "tasks=[text_lm, mnist, spoken_digits]", "data.sampling=uniform"])
     assert list(cfg.data.members) == ["text_lm", "mnist", "spoken_digits"]
     assert list(cfg.task.members) == ["text_lm", "mnist", "spoken_digits"]
     assert cfg.data._target_.endswith("MultiTaskDataModule") and cfg.data.sampling == "uniform"
@@ -591,7 +591,7 @@ MULTI_TINY = [
 @pytest.mark.slow
 def test_multitask_cli_on_text_images_and_audio(tmp_path):
     run_dir = tmp_path / "run"
-    run_cli("omniformer.train", *MULTI_TINY, "task.sampling=proportional", f"hydra.run.dir={run_dir}")
+    run_cli("omniformer.train", *MULTI_TINY, "data.sampling=proportional", f"hydra.run.dir={run_dir}")
     results = read_results(run_dir)
     for key in (
         "text_lm/val_loss",
@@ -616,10 +616,10 @@ def test_multitask_cli_refuses_bad_weights_before_training(tmp_path):
     proc = run_cli(
         "omniformer.train",
         *MULTI_TINY,
-        "task.sampling=weights",
-        "task.weights={text_lm: 1, mnist: -1, spoken_digits: 1}",
+        "data.sampling=weights",
+        "data.weights={text_lm: 1, mnist: -1, spoken_digits: 1}",
         f"hydra.run.dir={tmp_path}",
         check=False,
     )
     assert proc.returncode != 0
-    assert "task.weights.mnist=-1: sampling weights must be >= 0" in proc.stdout + proc.stderr
+    assert "data.weights.mnist=-1: sampling weights must be >= 0" in proc.stdout + proc.stderr

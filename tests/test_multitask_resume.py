@@ -209,9 +209,9 @@ def test_sampled_members_start_at_their_own_batch_zero_and_map_style_ones_are_re
 MULTI = [
     "task=multitask",
     "tasks=[text_lm, mnist, spoken_digits]",
-    "task.sampling=weights",
-    "task.weights={text_lm: 1, mnist: 2, spoken_digits: 1}",
-    "task.steps_per_epoch=5",
+    "data.sampling=weights",
+    "data.weights={text_lm: 1, mnist: 2, spoken_digits: 1}",
+    "data.steps_per_epoch=5",
     "model.dim=32",
     "model.depth=1",
     "model.heads=2",

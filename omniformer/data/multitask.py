@@ -65,36 +65,36 @@ def sampling_probabilities(
         raw = {name: 1.0 for name in names}
     elif sampling == "proportional":
         if sizes is None:
-            raise ValueError("task.sampling=proportional needs the members' sizes")
+            raise ValueError("data.sampling=proportional needs the members' sizes")
         raw = {name: float(sizes[name]) for name in names}
     elif sampling == "weights":
         if not weights:
             raise ValueError(
-                "task.sampling=weights needs task.weights, a weight per task, e.g. "
-                f"task.weights='{{{', '.join(f'{n}: 1' for n in names)}}}'"
+                "data.sampling=weights needs data.weights, a weight per task, e.g. "
+                f"data.weights='{{{', '.join(f'{n}: 1' for n in names)}}}'"
             )
         unknown = sorted(set(weights) - set(names))
         if unknown:
-            raise ValueError(f"task.weights.{unknown[0]}: no such task (tasks: {', '.join(names)})")
+            raise ValueError(f"data.weights.{unknown[0]}: no such task (tasks: {', '.join(names)})")
         raw = {}
         for name in names:
             if name not in weights:
                 raise ValueError(
-                    f"task.weights has no weight for task {name!r} (give every task one; 0 = never drawn)"
+                    f"data.weights has no weight for task {name!r} (give every task one; 0 = never drawn)"
                 )
             value = weights[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"task.weights.{name}={value!r}: must be a finite number >= 0")
+                raise ValueError(f"data.weights.{name}={value!r}: must be a finite number >= 0")
             if value < 0:
-                raise ValueError(f"task.weights.{name}={value}: sampling weights must be >= 0")
+                raise ValueError(f"data.weights.{name}={value}: sampling weights must be >= 0")
             raw[name] = float(value)
     else:
-        raise ValueError(f"task.sampling={sampling!r}; choose one of {', '.join(SAMPLING)}")
+        raise ValueError(f"data.sampling={sampling!r}; choose one of {', '.join(SAMPLING)}")
     total = sum(raw.values())
     if total <= 0:
         shown = ", ".join(f"{k}={v:g}" for k, v in raw.items())
         raise ValueError(
-            f"task.sampling={sampling}: the sampling weights are all zero ({shown}); no task would train"
+            f"data.sampling={sampling}: the sampling weights are all zero ({shown}); no task would train"
         )
     return {name: value / total for name, value in raw.items()}
 
@@ -104,14 +104,14 @@ class TaskSchedule:
     seeded random order.
 
     A member with probability ``p`` trains ``p · steps`` steps of every epoch, rounded so that the
-    counts add up to ``steps`` (largest remainders first), so ``task.weights='{a: 1000, b: 400}'``
+    counts add up to ``steps`` (largest remainders first), so ``data.weights='{a: 1000, b: 400}'``
     with 1,400 steps per epoch gives exactly 1,000 and 400. The order of epoch ``e`` depends only on
     ``(seed, e)``, so a run repeats its task sequence.
     """
 
     def __init__(self, probabilities: Sequence[float], steps: int, seed: int) -> None:
         if steps < 1:
-            raise ValueError(f"task.steps_per_epoch must be >= 1, got {steps}")
+            raise ValueError(f"data.steps_per_epoch must be >= 1, got {steps}")
         self.probabilities = torch.tensor(list(probabilities), dtype=torch.float64)
         self.steps, self.seed = steps, seed
         self.counts = step_counts(self.probabilities, steps)
@@ -303,8 +303,8 @@ def loader_batches(name: str, datamodule: L.LightningDataModule, loader) -> int:
     if ids is not None and block and batch:
         return max(len(ids) // (block * batch), 1)
     raise ValueError(
-        f"task {name!r}: its training loader has no length, so task.sampling=proportional cannot size it; "
-        "use task.sampling=uniform or task.sampling=weights"
+        f"task {name!r}: its training loader has no length, so data.sampling=proportional cannot size it; "
+        "use data.sampling=uniform or data.sampling=weights"
     )
 
 
@@ -343,14 +343,14 @@ class MultiTaskDataModule(L.LightningDataModule):
                     "give it a _target_"
                 )
         if sampling not in SAMPLING:
-            raise ValueError(f"task.sampling={sampling!r}; choose one of {', '.join(SAMPLING)}")
+            raise ValueError(f"data.sampling={sampling!r}; choose one of {', '.join(SAMPLING)}")
         if mode not in MODES:
             raise ValueError(
-                f"task.mode={mode!r}; choose one of {', '.join(MODES)} (CombinedLoader's 'sequential' mode "
+                f"data.mode={mode!r}; choose one of {', '.join(MODES)} (CombinedLoader's 'sequential' mode "
                 "cannot train: Lightning's fit loop refuses it)"
             )
         if steps_per_epoch is not None and steps_per_epoch < 1:
-            raise ValueError(f"task.steps_per_epoch must be >= 1 (or null), got {steps_per_epoch}")
+            raise ValueError(f"data.steps_per_epoch must be >= 1 (or null), got {steps_per_epoch}")
         self.members = dict(members)
         self.names = list(self.members)
         self.sampling, self.mode, self.steps_per_epoch, self.seed = sampling, mode, steps_per_epoch, seed
@@ -417,8 +417,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         if world > 1:
             raise ValueError(
-                f"task.sampling={self.sampling} trains one task per step and does not shard member loaders "
-                f"across {world} processes yet; use task.sampling=all (CombinedLoader shards DataLoaders) "
+                f"data.sampling={self.sampling} trains one task per step and does not shard member loaders "
+                f"across {world} processes yet; use data.sampling=all (CombinedLoader shards DataLoaders) "
                 "or one device"
             )
         loaders = {name: self._sampled_member_loader(member) for name, member in self.members.items()}

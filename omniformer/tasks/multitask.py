@@ -1,26 +1,19 @@
 """Multi-task training: one OmniModel, a tokenizer per modality, ONE shared backbone, a head per task.
 
 Each member task (``text_lm``, ``mnist``, ``spoken_digits``...) names the modality it reads, its
-head and its loss. The model holds one tokenizer per modality and one head per member; every member
-runs through the same :class:`~omniformer.backbone.Backbone`. Batches come from
+objective and its loss weight; its head is ``net.heads[<member>]``. The model holds one tokenizer per
+modality and one head per member; every member runs through the same
+:class:`~omniformer.backbone.Backbone`. Batches come from
 :class:`~omniformer.data.multitask.MultiTaskDataModule` as ``{member: batch}`` dicts (one member per
-step with sampled mixing, every member with ``sampling=all``); a step's loss is the weighted sum
+step with sampled mixing, every member with ``data.sampling=all``); a step's loss is the weighted sum
 ``Σ loss_weight_i · loss_i`` over the members present. Validation runs every member and logs
 ``<member>/val_loss`` plus the member's own metrics (``<member>/val_acc``, ``<member>/val_ppl``),
-and ``val_loss`` = the same weighted sum of the members' validation losses.
-
-With one member per step, the members' gradients share one AdamW, whose second-moment estimate of
-each shared parameter mixes every member's gradient: a member whose gradients on the backbone are
-smaller than the others' then moves it by smaller steps than it would alone. ``balance=grad_norm``
-rescales each member's loss so that its backbone gradient has the same running norm as the others'
-(the geometric mean of the members' running norms), in the spirit of GradNorm (Chen et al. 2018).
-``balance=member_moments`` goes further: each member keeps its own AdamW state (moments and step
-count) for every parameter, so a member's steps on the shared backbone are the steps its own
-optimizer would take, whatever the other members' gradients look like.
+and ``val_loss`` = the same weighted sum of the members' validation losses. How the members share the
+optimizer (``balance``) is :mod:`omniformer.tasks.balancing`'s business.
 
 Multi-task learning across modalities on one network: Kaiser et al. 2017 ("One Model To Learn
 Them All"); examples-proportional task mixing: Raffel et al. 2020 (T5). A member is described in
-config by a ``conf/tasks/<name>.yaml`` file (data module, tokenizer, head, loss); see
+config by a ``conf/tasks/<name>.yaml`` file (data module, tokenizer, head, objective); see
 ``docs/EXTENDING.md``.
 """
 
@@ -32,29 +25,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from omniformer.model import OmniModel
+from omniformer.tasks.balancing import (
+    BALANCE,
+    MIXED,
+    STATES_KEY,
+    MemberMoments,
+    balance_scales,
+    squared_grad_norm,
+    update_running_norm,
+)
 from omniformer.tasks.base import OmniTask
 
 # ClassificationLoss and LanguageModelingLoss are also named here by configs stored in older checkpoints.
 from omniformer.tasks.objectives import ClassificationLoss, LanguageModelingLoss, Objective  # noqa: F401
 from omniformer.tasks.optim import OptimSettings
 
-# --------------------------------------------------------------------------------------------- members
-BALANCE = ("none", "grad_norm", "member_moments")
-STATES_KEY = "multitask_member_optimizer_states"  # checkpoint entry of member_moments' states
-MIXED = "*"  # the optimizer state of steps whose gradients several members made (member_moments)
-
 
 @dataclass
 class Member:
-    """One member task: which tokenizer reads it, its head (named after the member), its loss.
+    """One member task: which tokenizer reads it, its objective and its weight (its head is
+    ``net.heads[<member name>]``).
 
     Attributes:
         modality: the tokenizer (by modality name) that reads this member's inputs.
@@ -67,134 +63,75 @@ class Member:
     loss_weight: float = 1.0
 
 
-def _build(node: Any, key: str) -> Any:
-    """``node`` itself when it is already built, else ``instantiate(node)`` (Hydra's error names the
-    ``_target_``); a mapping without ``_target_`` is an error naming ``key``."""
-    if isinstance(node, (DictConfig, Mapping)):
-        if "_target_" not in node:
-            raise ValueError(f"{key} needs a _target_ (the class or function that builds it)")
-        return instantiate(node)
-    return node
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether two tokenizer configs are the same (configs compared as plain containers)."""
-    if isinstance(a, DictConfig):
-        a = OmegaConf.to_container(a, resolve=True)
-    if isinstance(b, DictConfig):
-        b = OmegaConf.to_container(b, resolve=True)
-    return isinstance(a, Mapping) and a == b
+def _member(name: str, node: Any, net: OmniModel) -> Member:
+    """Member ``name`` from its ``{modality, loss, loss_weight}`` node, checked against ``net``."""
+    key = f"task.members.{name}"
+    for required in ("modality", "loss"):
+        if node.get(required) is None:
+            raise ValueError(
+                f"{key}.{required} is missing: a member needs a modality and a loss (its objective)"
+            )
+    modality = str(node["modality"])
+    if modality not in net.tokenizers:
+        configured = ", ".join(sorted(net.tokenizers)) or "none"
+        raise ValueError(
+            f"{key}.modality={modality!r}: no tokenizer is configured for modality {modality!r} "
+            f"(task.net.tokenizers: {configured}); add task.net.tokenizers.{modality}"
+        )
+    if name not in net.heads:
+        raise ValueError(f"task.net.heads.{name} is missing: every member needs a head named after it")
+    weight = float(node.get("loss_weight", 1.0))
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"{key}.loss_weight={weight}: must be a finite number >= 0")
+    loss = node["loss"]
+    if not isinstance(loss, Objective):
+        raise TypeError(f"{key}.loss is a {type(loss).__name__}, not an Objective")
+    return Member(modality, loss, weight)
 
 
 class MultiTaskTask(OmniTask):
     """Train several tasks, possibly of different modalities, through one shared backbone.
 
     Args:
-        members: member name → ``{modality, tokenizer, head, loss, loss_weight}``. ``tokenizer``
-            (config or module) is that modality's tokenizer; members of the same modality may repeat
-            the same tokenizer config or leave it out (``null``), one tokenizer serves them all.
-            ``head`` (config or module) becomes ``net.heads[<member>]``; ``loss`` is a
-            :class:`Objective` (or its config); ``loss_weight`` >= 0 weighs the member's loss.
-        backbone: the shared backbone (or its config).
-        optim: optimizer and schedule settings (or their config).
-        sampling: how the data module mixes members (``proportional``, ``uniform``, ``weights``,
-            ``all``); the data module reads it from here (``data.sampling: ${task.sampling}``).
-        weights: sampling weights by member (``sampling=weights``).
-        mode: ``CombinedLoader`` mode with ``sampling=all``.
-        steps_per_epoch: steps per sampled epoch (``None`` = the members' batches added up).
-        balance: ``none`` (each step's loss is ``Σ loss_weight_i · loss_i``) or ``grad_norm`` (each
+        net: the model: a tokenizer per modality the members read, and a head per member, named
+            after it.
+        optim: optimizer and schedule settings.
+        members: member name → ``{modality, loss, loss_weight}``: the tokenizer it reads, its
+            :class:`~omniformer.tasks.objectives.Objective`, and its weight (>= 0) in each step's sum.
+        balance: ``none`` (each step's loss is ``Σ loss_weight_i · loss_i``), ``grad_norm`` (each
             member's loss is also multiplied by a scale that brings the running norm of its gradient
             on the backbone to the geometric mean of all members' running norms; logged as
-            ``<member>/balance_scale``), or ``member_moments`` (each member keeps its own optimizer
+            ``<member>/balance_scale``) or ``member_moments`` (each member keeps its own optimizer
             state, moments and step count, for every parameter; a step made by several members'
-            gradients, with gradient accumulation, uses a state of its own). Needs one member per
-            step (not ``sampling=all``).
+            gradients, with gradient accumulation, uses a state of its own). Both need one member per
+            step (not ``data.sampling=all``).
         balance_momentum: momentum of the running (bias-corrected exponential) mean of each
             member's backbone gradient norm, updated on every step that member trains alone.
 
     Raises:
-        ValueError: a member whose modality has no tokenizer, two different tokenizers for one
-            modality, a negative loss weight, a member missing a head or loss, or a ``balance``
-            that is unknown or needs one member per step under ``sampling=all``.
+        ValueError: no members, a member missing its modality or objective, a member whose modality
+            has no tokenizer or who has no head, a negative loss weight, or an unknown ``balance``.
     """
 
     def __init__(
         self,
+        net: OmniModel,
+        optim: OptimSettings,
         members: Mapping[str, Any],
-        backbone: Any,
-        optim: Any,
-        sampling: str = "proportional",
-        weights: Mapping[str, float] | None = None,
-        mode: str = "max_size_cycle",
-        steps_per_epoch: int | None = None,
         balance: str = "none",
         balance_momentum: float = 0.9,
     ) -> None:
         if balance not in BALANCE:
             raise ValueError(f"task.balance={balance!r}; choose one of {', '.join(BALANCE)}")
-        if balance != "none" and sampling == "all":
-            raise ValueError(
-                f"task.balance={balance} works on the steps each member trains alone, "
-                "but task.sampling=all trains every member every step; use proportional, uniform or "
-                "weights sampling, or task.balance=none"
-            )
         if not 0 <= balance_momentum < 1:
             raise ValueError(f"task.balance_momentum must lie in [0, 1), got {balance_momentum}")
         if not members:
             raise ValueError("task.members is empty: list the tasks to train, e.g. tasks='[text_lm, mnist]'")
-        tokenizer_cfgs: dict[str, tuple[str, Any]] = {}
-        specs: dict[str, Member] = {}
-        heads: dict[str, nn.Module] = {}
-        for name, node in members.items():
-            key = f"task.members.{name}"
-            for required in ("modality", "head", "loss"):
-                if node.get(required) is None:
-                    raise ValueError(
-                        f"{key}.{required} is missing: a member needs a modality, a head and a loss"
-                    )
-            modality = str(node["modality"])
-            weight = float(node.get("loss_weight", 1.0))
-            if not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"{key}.loss_weight={weight}: must be a finite number >= 0")
-            tokenizer = node.get("tokenizer")
-            if tokenizer is not None:
-                if modality in tokenizer_cfgs and not (
-                    tokenizer is tokenizer_cfgs[modality][1] or _same(tokenizer, tokenizer_cfgs[modality][1])
-                ):
-                    other = tokenizer_cfgs[modality][0]
-                    raise ValueError(
-                        f"{key}.tokenizer differs from task.members.{other}.tokenizer, both for modality "
-                        f"{modality!r}: one tokenizer serves a modality. Drop one (tokenizer: null) or give "
-                        f"{name} its own modality name"
-                    )
-                tokenizer_cfgs.setdefault(modality, (name, tokenizer))
-            loss = _build(node["loss"], f"{key}.loss")
-            if not isinstance(loss, Objective):
-                raise TypeError(f"{key}.loss is a {type(loss).__name__}, not an Objective")
-            specs[name] = Member(modality, loss, weight)
-            heads[name] = _build(node["head"], f"{key}.head")
-        for name, member in specs.items():
-            if member.modality not in tokenizer_cfgs:
-                configured = ", ".join(sorted(tokenizer_cfgs)) or "none"
-                raise ValueError(
-                    f"task.members.{name}.modality={member.modality!r}: no tokenizer is configured for "
-                    f"modality {member.modality!r} (tokenizers: {configured}); add a tokenizer to "
-                    f"task.members.{name}"
-                )
+        specs = {name: _member(name, node, net) for name, node in members.items()}
         if all(m.loss_weight == 0 for m in specs.values()):
             raise ValueError("every task.members.*.loss_weight is 0: nothing would train")
-        tokenizers = {
-            modality: _build(cfg, f"task.members.{owner}.tokenizer")
-            for modality, (owner, cfg) in tokenizer_cfgs.items()
-        }
-        net = OmniModel(tokenizers, _build(backbone, "model.backbone"), heads)
-        optim = _build(optim, "optim")
-        if not isinstance(optim, OptimSettings):
-            raise TypeError(f"optim must be OptimSettings (or its config), got {type(optim).__name__}")
         super().__init__(net, optim)
         self.members = specs
-        self.sampling, self.weights, self.mode = sampling, dict(weights) if weights else None, mode
-        self.steps_per_epoch = steps_per_epoch
         self.val_metrics = nn.ModuleDict(
             {n: MetricCollection(m.loss.metrics(self.net.heads[n])) for n, m in specs.items()}
         )
@@ -206,8 +143,7 @@ class MultiTaskTask(OmniTask):
         self._names: dict[str, list[str]] = {}
         self.balance, self.balance_momentum = balance, balance_momentum
         self._step_members: set[str] = set()
-        self._member_states: dict[str, dict[nn.Parameter, dict]] = {}
-        self._states_to_place = False
+        self.member_moments = MemberMoments() if balance == "member_moments" else None
         if balance == "grad_norm":
             # Running sums, saved with the weights so that a resumed run balances as the original.
             self.register_buffer("balance_norm_sum", torch.zeros(len(specs)))
@@ -228,6 +164,12 @@ class MultiTaskTask(OmniTask):
                 "the multi-task data module and task disagree: "
                 + (f"no data for task(s) {missing} (data.members.<name>); " if missing else "")
                 + (f"no task for data member(s) {extra} (task.members.<name>)" if extra else "")
+            )
+        if self.balance != "none" and getattr(datamodule, "sampling", None) == "all":
+            raise ValueError(
+                f"task.balance={self.balance} works on the steps each member trains alone, but "
+                "data.sampling=all trains every member every step; use proportional, uniform or weights "
+                "sampling, or task.balance=none"
             )
         for split in ("val", "test"):
             if hasattr(datamodule, "evaluation_names"):
@@ -290,104 +232,42 @@ class MultiTaskTask(OmniTask):
 
     def balance_scales(self) -> Tensor:
         """Each member's loss scale under ``balance=grad_norm`` (1 for members not yet measured)."""
-        measured = self.balance_weight_sum > 0
-        norms = torch.where(measured, self.balance_norm_sum / self.balance_weight_sum.clamp_min(1e-12), 1.0)
-        logs = torch.where(measured, torch.log(norms), 0.0)  # no host synchronisation: no branches
-        reference = torch.exp(logs.sum() / measured.sum().clamp_min(1))
-        return torch.where(measured, reference / norms, 1.0).detach()
+        return balance_scales(self.balance_norm_sum, self.balance_weight_sum)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Under ``balance=grad_norm``, fold this step's backbone gradient norm into its member's
         running norm when one member alone made the step's gradients; under ``member_moments``, give
         the optimizer that member's state."""
         members, self._step_members = self._step_members, set()
-        if self.balance == "member_moments":
-            self._use_member_state(optimizer, next(iter(members)) if len(members) == 1 else MIXED)
+        if self.member_moments is not None:
+            self.member_moments.use(optimizer, next(iter(members)) if len(members) == 1 else MIXED)
             return
-        if self.balance == "none" or len(members) != 1:
+        if self.balance != "grad_norm" or len(members) != 1:
             return
         name = next(iter(members))
         index = self._index[name]
-        grads = [p.grad for p in self.net.backbone.parameters() if p.grad is not None]
-        if not grads:
+        squares = squared_grad_norm(self.net.backbone.parameters())
+        if squares is None:
             return
-        squares = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
         if self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy):
             torch.distributed.all_reduce(squares)  # each rank holds a shard of the gradients
         norm = squares.sqrt() / self._loss_scale(optimizer)
         # The gradients are those of loss_weight · scale · loss: the running norm is the loss's own.
         norm = norm / (self.balance_scales()[index] * self.members[name].loss_weight)
-        usable = torch.isfinite(norm) & (norm > 0)  # zero-initialised heads give 0 on the first step
-        decay = self.balance_momentum
-        self.balance_norm_sum[index] = torch.where(
-            usable, decay * self.balance_norm_sum[index] + (1 - decay) * norm, self.balance_norm_sum[index]
+        update_running_norm(
+            self.balance_norm_sum, self.balance_weight_sum, index, norm, self.balance_momentum
         )
-        self.balance_weight_sum[index] = torch.where(
-            usable, decay * self.balance_weight_sum[index] + (1 - decay), self.balance_weight_sum[index]
-        )
-
-    def _use_member_state(self, optimizer, member: str) -> None:
-        """Point the optimizer's per-parameter state at ``member``'s own (created empty on first use:
-        the optimizer fills it on its first step, exactly as for a fresh parameter)."""
-        if self._states_to_place:
-            self._place_member_states(optimizer)
-        states = self._member_states.setdefault(member, {})
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                optimizer.state[param] = states.setdefault(param, {})
-
-    def _place_member_states(self, optimizer) -> None:
-        """Move states read from a checkpoint where the optimizer keeps them: moments on the
-        parameter's device and dtype, the step count there too for fused or capturable groups."""
-        self._states_to_place = False
-        on_device = {
-            param: bool(group.get("fused") or group.get("capturable"))
-            for group in optimizer.param_groups
-            for param in group["params"]
-        }
-        for states in self._member_states.values():
-            for param, state in states.items():
-                for key, value in state.items():
-                    if not isinstance(value, Tensor):
-                        continue
-                    if key == "step":
-                        device = param.device if on_device.get(param, False) else torch.device("cpu")
-                        state[key] = value.to(device=device, dtype=torch.float32)
-                    else:
-                        state[key] = value.to(device=param.device, dtype=param.dtype)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save every member's optimizer state (``member_moments``) by parameter name."""
-        if self.balance != "member_moments":
-            return
-        names = {param: name for name, param in self.named_parameters()}
-        checkpoint[STATES_KEY] = {
-            member: {names[param]: dict(state) for param, state in states.items() if state}
-            for member, states in self._member_states.items()
-        }
+        if self.member_moments is not None:
+            checkpoint[STATES_KEY] = self.member_moments.state_dict(self.named_parameters())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore every member's optimizer state (``member_moments``); a parameter the model lacks
         is an error naming it."""
-        if self.balance != "member_moments" or STATES_KEY not in checkpoint:
-            return
-        params = dict(self.named_parameters())
-        restored: dict[str, dict[nn.Parameter, dict]] = {}
-        for member, states in checkpoint[STATES_KEY].items():
-            if member != MIXED and member not in self.members:
-                raise ValueError(
-                    f"the checkpoint holds optimizer state of member {member!r}, which this task lacks "
-                    f"(members: {', '.join(self.members)})"
-                )
-            for name, state in states.items():
-                if name not in params:
-                    raise ValueError(
-                        f"the checkpoint holds {member}'s optimizer state of parameter {name!r}, "
-                        "which this model lacks"
-                    )
-                restored.setdefault(member, {})[params[name]] = dict(state)
-        self._member_states = restored
-        self._states_to_place = True
+        if self.member_moments is not None and STATES_KEY in checkpoint:
+            self.member_moments.load_state_dict(checkpoint[STATES_KEY], self.named_parameters(), self.members)
 
     def _loss_scale(self, optimizer) -> float:
         """The mixed-precision loss scale still in the gradients (fused optimizers unscale in ``step``)."""
