@@ -35,7 +35,7 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(VENV)/bin/omniformer-bench $(ARGS)
+	$(PY) -m benchmarks $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache build *.egg-info

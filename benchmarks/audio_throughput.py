@@ -43,7 +43,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from omniformer.bench.workloads import compose_train  # noqa: E402
+from benchmarks.workloads import compose_train  # noqa: E402
 from omniformer.data.audio import AudioClips, LengthBucketSampler, PadCollate  # noqa: E402
 from omniformer.files import atomic_write_text, write_json  # noqa: E402
 from omniformer.tokenizers.audio import AudioFrameTokenizer  # noqa: E402

@@ -36,10 +36,10 @@ from hydra import compose, initialize_config_module  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar  # noqa: E402
 
-from omniformer.bench.experiments import Context, prepare_case  # noqa: E402
-from omniformer.bench.machine import machine_info  # noqa: E402
-from omniformer.bench.runners import StepTimer, SyncCounter, train_callbacks, train_plain  # noqa: E402
-from omniformer.bench.workloads import build_workloads  # noqa: E402
+from benchmarks.experiments import Context, prepare_case  # noqa: E402
+from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.runners import StepTimer, SyncCounter, train_callbacks, train_plain  # noqa: E402
+from benchmarks.workloads import build_workloads  # noqa: E402
 from omniformer.files import write_json  # noqa: E402
 
 TOY = ["model.dim=16", "model.depth=1", "model.heads=1", "data.batch_size=1", "data.block_size=8"]

@@ -4,8 +4,8 @@
 #   benchmarks/gpu_suite.sh --dry-run       # every code path for a step or two on the CPU, toy sizes
 #   benchmarks/gpu_suite.sh suite.experiments.scaling=null    # extra Hydra overrides pass through
 #
-# Runs `python -m omniformer.bench suite=gpu` (conf/suite/gpu.yaml): bf16-mixed autocast, fused AdamW,
-# torch.compile'd backbone, flash SDPA, pinned batches with non_blocking copies, host syncs per
+# Runs `python -m benchmarks suite=gpu` (benchmarks/conf/suite/gpu.yaml): bf16-mixed autocast,
+# fused AdamW, torch.compile'd backbone, flash SDPA, pinned batches with non_blocking copies, host syncs per
 # step counted; GPT-2-124M shape at sequence 1024 (tokens/s, MFU), SDPA kernels, batch × sequence
 # scaling. Results go to benchmarks/results/ (+ RESULTS.md), and to $OUT when it is set (the device
 # tool's output folder), together with this script's log.
@@ -51,6 +51,6 @@ PYCHECK
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv || true
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
   # `timeout` bounds the run (the device lease is short); the suite itself takes ~3-4 minutes.
-  timeout "${GPU_SUITE_TIMEOUT:-290}" "$PY" -m omniformer.bench suite=gpu "results_dir=$RESULTS" \
+  timeout "${GPU_SUITE_TIMEOUT:-290}" "$PY" -m benchmarks suite=gpu "results_dir=$RESULTS" \
     "markdown=$MARKDOWN" ${ARGS[@]+"${ARGS[@]}"} "$@"
 } 2>&1 | tee "$LOG"

@@ -12,7 +12,7 @@ go through:
 * ``omniformer``: ``Trainer.fit`` on the :class:`ClassificationTask` (loss, logging, gradient
   clipping, AdamW + warmup/cosine), and ``Trainer.predict`` (``predict_step``: softmax);
 * ``plain``: a hand-written loop on ``task.net`` with the same loss, clipping, optimizer and schedule
-  (:func:`omniformer.bench.runners.train_plain`), and a forward + softmax loop in inference mode.
+  (:func:`benchmarks.runners.train_plain`), and a forward + softmax loop in inference mode.
 
 Variants alternate in rounds (omniformer, plain, then plain, omniformer, ...) so load from other
 processes falls on both alike; the ratio is omniformer's images/s over plain's (1.0 = no overhead),
@@ -47,9 +47,9 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from omniformer.bench.machine import machine_info  # noqa: E402
-from omniformer.bench.runners import lightning_trainer  # noqa: E402
-from omniformer.bench.workloads import Workload, prefetch_batches  # noqa: E402
+from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.runners import lightning_trainer  # noqa: E402
+from benchmarks.workloads import Workload, prefetch_batches  # noqa: E402
 from omniformer.files import atomic_write_text, write_json  # noqa: E402
 from omniformer.tasks.optim import build_optimizer  # noqa: E402
 

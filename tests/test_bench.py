@@ -1,4 +1,4 @@
-"""omniformer-bench: FLOPs formula, result schema, Markdown table, smoke and GPU dry-run suites."""
+"""benchmarks/: FLOPs formula, result schema, Markdown table, smoke and GPU dry-run suites."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from omniformer.backbone import Backbone
-from omniformer.bench.experiments import parse_variant
-from omniformer.bench.flops import (
+from benchmarks.experiments import parse_variant
+from benchmarks.flops import (
     counted_flops,
     flops_per_token,
     matmul_parameters,
     mfu,
     model_flops_per_token,
 )
-from omniformer.bench.machine import PeakMemory, machine_info, measure_peak_flops
-from omniformer.bench.report import load_results, render_markdown, validate_result
-from omniformer.bench.workloads import Workload, build_workloads
+from benchmarks.machine import PeakMemory, machine_info, measure_peak_flops
+from benchmarks.report import load_results, render_markdown, validate_result
+from benchmarks.workloads import Workload, build_workloads
+from omniformer.backbone import Backbone
 from omniformer.heads import LMHead
 from omniformer.model import OmniModel
 from omniformer.tokenizers import TextTokenizer
@@ -107,7 +107,7 @@ def test_workload_registry_and_data_override_errors():
 
 
 def _bench_config(*overrides: str):
-    with initialize_config_module("omniformer.conf", version_base="1.3"):
+    with initialize_config_module("benchmarks.conf", version_base="1.3"):
         return compose("bench", overrides=list(overrides))
 
 
@@ -126,10 +126,10 @@ def _check_png(path: Path) -> None:
 
 
 def test_smoke_suite_writes_a_valid_result(tmp_path):
-    from omniformer.bench.cli import run_suite
+    from benchmarks.cli import run_suite
 
     cfg = _bench_config("suite=smoke", f"results_dir={tmp_path}", f"markdown={tmp_path / 'RESULTS.md'}")
-    path = run_suite(cfg, command="omniformer-bench suite=smoke")
+    path = run_suite(cfg, command="python -m benchmarks suite=smoke")
     result = json.loads(path.read_text())
     validate_result(result)
     assert result["suite"] == "smoke" and result["publish"] is False
@@ -213,14 +213,14 @@ def test_markdown_lists_published_results_with_their_machine(tmp_path):
 def test_gpu_suite_refuses_without_cuda_and_names_the_dry_run(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from omniformer.bench.cli import run_suite
+    from benchmarks.cli import run_suite
 
     with pytest.raises(RuntimeError, match="dry_run=true"):
         run_suite(_bench_config("suite=gpu", f"results_dir={tmp_path}"))
 
 
 def test_gpu_suite_dry_run_in_process(tmp_path):
-    from omniformer.bench.cli import run_suite
+    from benchmarks.cli import run_suite
 
     out = tmp_path / "out"
     cfg = _bench_config(
@@ -264,6 +264,6 @@ def test_gpu_suite_script_dry_run(tmp_path):
 def test_bench_cli_smoke(tmp_path):
     from .conftest import run_cli
 
-    run_cli("omniformer.bench", "suite=smoke", f"results_dir={tmp_path}", f"markdown={tmp_path}/R.md")
+    run_cli("benchmarks", "suite=smoke", f"results_dir={tmp_path}", f"markdown={tmp_path}/R.md")
     (result,) = tmp_path.glob("*-smoke.json")
     validate_result(json.loads(result.read_text()))

@@ -1,14 +1,16 @@
-"""omniformer-bench: run a benchmark suite, write its JSON, regenerate the Markdown table.
+"""python -m benchmarks: run a benchmark suite, write its JSON, regenerate the Markdown table.
 
-    omniformer-bench                          # the CPU suite (conf/suite/cpu.yaml), a few minutes
-    omniformer-bench suite=smoke              # seconds; checks the machinery, publishes nothing
-    omniformer-bench suite=gpu                # on a CUDA machine (benchmarks/gpu_suite.sh runs it)
-    omniformer-bench suite=gpu dry_run=true   # the GPU suite's code path, shrunk, on the CPU
-    omniformer-bench suite.experiments.scaling=null results_dir=/tmp/bench   # drop one experiment
+From the repository root:
+
+    python -m benchmarks                          # the CPU suite (conf/suite/cpu.yaml), a few minutes
+    python -m benchmarks suite=smoke              # seconds; checks the machinery, publishes nothing
+    python -m benchmarks suite=gpu                # on a CUDA machine (benchmarks/gpu_suite.sh runs it)
+    python -m benchmarks suite=gpu dry_run=true   # the GPU suite's code path, shrunk, on the CPU
+    python -m benchmarks suite.experiments.scaling=null results_dir=/tmp/bench   # drop one experiment
 
 A suite is a device, a precision and a mapping of experiments (``kind``: overhead, throughput, sdpa,
-scaling — see :mod:`omniformer.bench.experiments`), each over workloads registered in
-``conf/bench.yaml``.
+scaling — see :mod:`benchmarks.experiments`), each over workloads registered in
+``benchmarks/conf/bench.yaml``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from omniformer.bench.experiments import EXPERIMENTS, Context
-from omniformer.bench.machine import machine_info, measure_peak_flops
-from omniformer.bench.report import SCHEMA, timestamp, write_markdown, write_result
-from omniformer.bench.workloads import build_workloads
+from benchmarks.experiments import EXPERIMENTS, Context
+from benchmarks.machine import machine_info, measure_peak_flops
+from benchmarks.report import SCHEMA, timestamp, write_markdown, write_result
+from benchmarks.workloads import build_workloads
 
-log = logging.getLogger("omniformer.bench")
+log = logging.getLogger("benchmarks")
 
 # What a dry run keeps of each experiment: a step or two of every code path.
 _DRY_LIMITS = {"steps": 3, "infer_steps": 2, "warmup": 1, "rounds": 1}
@@ -75,7 +77,7 @@ def _device(suite: DictConfig, dry_run: bool) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"suite={suite.name} needs a CUDA device and torch sees none; on this machine run "
-            f"`omniformer-bench suite={suite.name} dry_run=true` to check the code path on the CPU"
+            f"`python -m benchmarks suite={suite.name} dry_run=true` to check the code path on the CPU"
         )
     return device
 
@@ -125,7 +127,7 @@ def _run_suite(
         "suite": str(suite.name),
         "publish": bool(suite.get("publish", True)) and not dry_run,
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": command or " ".join(["omniformer-bench", *sys.argv[1:]]),
+        "command": command or " ".join(["python -m benchmarks", *sys.argv[1:]]),
         "wall_seconds": 0.0,
         "machine": machine_info(str(device)),
         "peak": peak,
@@ -212,7 +214,7 @@ def print_summary(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"omniformer-bench {result['suite']} ({result['settings']['device']})")
+    table = Table(title=f"benchmarks {result['suite']} ({result['settings']['device']})")
     for column in (
         "experiment",
         "workload",
@@ -255,7 +257,7 @@ def print_summary(result: dict[str, Any]) -> None:
         console.print(ratios)
 
 
-@hydra.main(config_path="pkg://omniformer.conf", config_name="bench", version_base="1.3")
+@hydra.main(config_path="conf", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Entry point of ``omniformer-bench`` (Hydra overrides on the command line)."""
+    """Entry point of ``python -m benchmarks`` (Hydra overrides on the command line)."""
     run_suite(cfg)

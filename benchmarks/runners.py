@@ -27,8 +27,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
-from omniformer.bench.machine import PeakMemory
-from omniformer.bench.workloads import Workload
+from benchmarks.machine import PeakMemory
+from benchmarks.workloads import Workload
 from omniformer.tasks.optim import build_optimizer
 
 SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")

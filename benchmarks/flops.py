@@ -16,7 +16,7 @@ The formula is the one of PaLM (Chowdhery et al. 2022, appendix B) and nanoGPT's
   causal attention, so MFU figures are comparable with theirs (a causal kernel skips about half).
 
 MFU is achieved model FLOPs per second over a peak: here the peak is *measured* on the same machine
-with a large matrix product (:func:`omniformer.bench.machine.measure_peak_flops`), not a datasheet
+with a large matrix product (:func:`benchmarks.machine.measure_peak_flops`), not a datasheet
 number, so MFU says how much of what this machine really does on matmuls the training step reaches.
 """
 

@@ -1,8 +1,8 @@
 """The suite's experiments: overhead, throughput, SDPA backends and batch/sequence scaling.
 
-Each experiment builds its cases from :class:`~omniformer.bench.workloads.Workload` s, times them with
-:mod:`omniformer.bench.runners` and returns result records (plain dicts, see
-:mod:`omniformer.bench.report` for the schema). Speed claims are ratios measured side by side in
+Each experiment builds its cases from :class:`~benchmarks.workloads.Workload` s, times them with
+:mod:`benchmarks.runners` and returns result records (plain dicts, see
+:mod:`benchmarks.report` for the schema). Speed claims are ratios measured side by side in
 one process: variants run in interleaved rounds (A B C, then C B A, ...) so a burst of load from
 another process lands on every variant alike instead of on whichever ran at that moment.
 """
@@ -19,8 +19,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from omniformer.bench.flops import counted_flops, matmul_parameters, mfu, model_flops_per_token
-from omniformer.bench.runners import (
+from benchmarks.flops import counted_flops, matmul_parameters, mfu, model_flops_per_token
+from benchmarks.runners import (
     LoaderBatches,
     Measurement,
     infer,
@@ -28,9 +28,9 @@ from omniformer.bench.runners import (
     train_lightning,
     train_plain,
 )
-from omniformer.bench.workloads import Workload, batch_shape, prefetch_batches
+from benchmarks.workloads import Workload, batch_shape, prefetch_batches
 
-log = logging.getLogger("omniformer.bench")
+log = logging.getLogger("benchmarks")
 
 LOOPS = ("plain", "plain_loader", "lightning", "lightning_default")
 

@@ -3,7 +3,7 @@
 A workload is a list of ``omniformer-train`` overrides (``task=...``, ``data=...``, ``model=...``), so
 the benchmark builds *exactly* the data module and task that ``omniformer-train`` would build —
 the framework path is measured, not a copy of it. A workload may replace the ``data`` node with
-any data module (e.g. the synthetic token stream of :mod:`omniformer.bench.synthetic` for GPU
+any data module (e.g. the synthetic token stream of :mod:`benchmarks.synthetic` for GPU
 runs that must not wait for a tokenizer to train). New modalities plug in as new entries under
 ``workloads:`` in ``conf/bench.yaml``; a task whose loss is not next-token or class cross-entropy
 plugs in by subclassing :class:`Workload` and overriding :meth:`Workload.forward` /
@@ -30,17 +30,24 @@ from omniformer.tasks import ClassificationTask, LanguageModelingTask
 def compose_train(overrides: Sequence[str]) -> DictConfig:
     """The ``train`` config composed with ``overrides``, as ``omniformer-train`` would see it.
 
-    Works inside a running Hydra app (``omniformer-bench``) and outside one (tests, notebooks).
+    Works outside a Hydra app (tests, notebooks) and inside one — ``python -m benchmarks``'s own,
+    whose search path is ``benchmarks/conf``: that app is set aside while ``train.yaml`` is composed
+    from omniformer's configs, and restored afterwards.
     """
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     import omniformer.train  # noqa: F401  (registers the structured-config schemas train.yaml uses)
 
-    if GlobalHydra.instance().is_initialized():
-        return compose("train", overrides=list(overrides))
-    with initialize_config_module("omniformer.conf", version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    outer = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("omniformer.conf", version_base="1.3"):
+            return compose("train", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
 
 
 @dataclass
@@ -202,7 +209,7 @@ def build_workloads(nodes: DictConfig | dict) -> dict[str, Workload]:
         else:
             workload = Workload(**OmegaConf.to_container(node, resolve=True))
         if not isinstance(workload, Workload):
-            raise TypeError(f"workloads.{name} must build an omniformer.bench.Workload, got {type(workload)}")
+            raise TypeError(f"workloads.{name} must build a benchmarks.Workload, got {type(workload)}")
         if workload.name != name:
             raise ValueError(f"workloads.{name} has name {workload.name!r}; the key and the name must match")
         registry[name] = workload

@@ -1,0 +1,1 @@
+"""Hydra configs of the benchmark suite: ``bench.yaml`` (workloads) and ``suite/`` (what to run)."""
