@@ -165,6 +165,7 @@ class AudioDataSchema:
     bucket_by_length: bool = True
     num_workers: int = 0
     seed: int = 0
+    skip_corrupt: bool = False
 
 
 @dataclass

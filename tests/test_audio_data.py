@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from hydra.utils import instantiate
 
+from omniformer.config import check_train_config
 from omniformer.data.audio import (
     AudioFolderDataModule,
     LengthBucketSampler,
@@ -19,7 +21,7 @@ from omniformer.data.audio import (
     SpokenDigitsDataModule,
     read_audio,
 )
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, compose_train
 
 FSDD_FIXTURE = FIXTURES / "fsdd"
 
@@ -278,3 +280,73 @@ def test_speech_commands_missing_is_explained(tmp_path):
         SpeechCommandsDataModule(str(tmp_path)).setup()
     with pytest.raises(ValueError, match=r"data\.version"):
         SpeechCommandsDataModule(str(tmp_path), version="v3")
+
+
+# ---------------------------------------------------------------------------------------------- truncated
+def truncated_fsdd(tmp_path: Path, name: str = "1_theo_6.wav") -> tuple[Path, Path]:
+    """A copy of the FSDD fixture whose ``name`` lost the second half of its bytes (header intact)."""
+    root = tmp_path / "fsdd"
+    shutil.copytree(FSDD_FIXTURE, root)
+    clip = root / "recordings" / name
+    data = clip.read_bytes()
+    clip.write_bytes(data[: len(data) // 2])
+    return root, clip
+
+
+def test_truncated_wav_is_named_with_frames_declared_and_read(tmp_path):
+    root, clip = truncated_fsdd(tmp_path)
+    declared = sf.info(str(FSDD_FIXTURE / "recordings" / clip.name)).frames
+    held = sf.read(str(clip))[0].shape[0]  # libsndfile reads what is there without a word
+    assert held < declared
+    message = rf"{clip} is truncated: its header declares {declared} frames but the file holds {held}"
+    with pytest.raises(ValueError, match=message):
+        read_audio(clip)
+    dm = SpokenDigitsDataModule(str(root), val_takes=1, batch_size=2)
+    dm.setup()
+    with pytest.raises(ValueError, match=message):  # bucketing reads every header first
+        dm.train_dataloader()
+    fixed = SpokenDigitsDataModule(str(root), val_takes=1, batch_size=2, batching="fixed", max_seconds=1.0)
+    fixed.setup()
+    with pytest.raises(ValueError, match=message):
+        next(iter(fixed.train_dataloader()))
+    with pytest.raises(ValueError, match=message):
+        fixed.load_inputs([str(clip)])
+
+
+def test_whole_wavs_with_extra_chunks_or_an_unknown_length_still_read(tmp_path):
+    whole = FSDD_FIXTURE / "recordings" / "0_theo_5.wav"
+    data = whole.read_bytes()
+    assert data[36:40] == b"data"
+    # A chunk after the audio, and a streaming writer's header (data size 0xFFFFFFFF, never fixed).
+    (tmp_path / "tail.wav").write_bytes(data + b"LIST\x04\x00\x00\x00abcd")
+    streamed = bytearray(data)
+    streamed[40:44] = b"\xff\xff\xff\xff"
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    reference = read_audio(whole)[0]
+    for name in ("tail.wav", "streamed.wav"):
+        torch.testing.assert_close(read_audio(tmp_path / name)[0], reference)
+
+
+def test_skip_corrupt_skips_and_counts_truncated_and_unreadable_clips(tmp_path, caplog):
+    root, _ = truncated_fsdd(tmp_path)
+    (root / "recordings" / "0_theo_0.wav").write_bytes(b"RIFFgarbage")
+    with caplog.at_level("WARNING", logger="omniformer"):
+        dm = SpokenDigitsDataModule(str(root), val_takes=1, batch_size=2, skip_corrupt=True)
+        dm.setup()
+    assert "skipped 2 unreadable clip(s)" in caplog.text and "data.skip_corrupt=true" in caplog.text
+    assert sorted(Path(p).name for p in dm.skipped) == ["0_theo_0.wav", "1_theo_6.wav"]
+    assert [p.name for p, _ in dm.splits["train"]] == ["0_theo_6.wav"]
+    assert [p.name for p, _ in dm.splits["test"]] == ["1_theo_0.wav"]
+    waves, lengths, labels = next(iter(dm.train_dataloader()))
+    assert labels.tolist() == [0] and waves.shape == (1, int(lengths[0]))
+    assert not SpokenDigitsDataModule(str(FSDD_FIXTURE)).skip_corrupt  # off unless asked for
+
+
+@pytest.mark.parametrize("data", ["spoken_digits", "speech_commands", "audio_folder"])
+def test_skip_corrupt_is_a_config_key_of_every_audio_data_config(data):
+    cfg = compose_train(
+        ["task=audio_classification", f"data={data}", "data.root=/x", "data.skip_corrupt=true"]
+    )
+    check_train_config(cfg)
+    assert instantiate(cfg.data).skip_corrupt is True
+    assert compose_train(["task=audio_classification", f"data={data}"]).data.skip_corrupt is False

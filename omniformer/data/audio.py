@@ -23,6 +23,7 @@ import math
 import random
 import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,8 @@ import torch
 import torchaudio
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from omniformer.data.wav import declared_frames
 
 log = logging.getLogger("omniformer")
 
@@ -62,7 +65,8 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[Tensor
     """Read an audio file as a mono float32 waveform (1-D), resampled to ``sample_rate`` if given.
 
     Returns the waveform and its rate. Raises one error naming the file if it is missing, empty (0
-    bytes), unreadable or corrupt, has no samples, or holds non-finite values.
+    bytes), unreadable or corrupt, shorter than its WAV header declares, has no samples, or holds
+    non-finite values.
     """
     path = check_audio_path(path)
     if path.stat().st_size == 0:
@@ -71,6 +75,7 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[Tensor
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise ValueError(f"{path} is not a readable audio file (corrupt or truncated?): {err}") from None
+    check_complete(path, data.shape[0])
     if data.shape[0] == 0:
         raise ValueError(f"{path} has zero length: its header is valid but it holds no samples")
     if not np.isfinite(data).all():
@@ -80,6 +85,16 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[Tensor
         waveform = resample(waveform, rate, sample_rate)
         rate = sample_rate
     return waveform, rate
+
+
+def check_complete(path: Path, frames: int) -> None:
+    """Raise, naming ``path``, if its WAV header declares more frames than the ``frames`` it holds."""
+    declared = declared_frames(path)
+    if declared is not None and frames < declared:
+        raise ValueError(
+            f"{path} is truncated: its header declares {declared} frames but the file holds {frames}; "
+            "copy it again or delete it (data.skip_corrupt=true skips unreadable files)"
+        )
 
 
 def to_mono(data: Tensor) -> Tensor:
@@ -110,6 +125,7 @@ def audio_frames(path: Path, sample_rate: int) -> int:
                 f"{path} is empty (0 bytes); delete it or replace it with a real recording"
             ) from None
         raise ValueError(f"{path} is not a readable audio file (corrupt or truncated?): {err}") from None
+    check_complete(path, info.frames)
     return math.ceil(info.frames * sample_rate / info.samplerate)
 
 
@@ -218,6 +234,8 @@ class AudioClassificationDataModule(L.LightningDataModule):
         bucket_by_length: group training clips of similar length into batches (``variable`` only).
         num_workers: loader worker processes (reading a short clip is cheap; 0 is often fastest).
         seed: seed of the bucketing sampler and of random splits.
+        skip_corrupt: read every clip once at setup and skip (and count) unreadable, truncated or
+            empty ones instead of stopping at the first with an error that names it.
     """
 
     def __init__(
@@ -230,6 +248,7 @@ class AudioClassificationDataModule(L.LightningDataModule):
         bucket_by_length: bool = True,
         num_workers: int = 0,
         seed: int = 0,
+        skip_corrupt: bool = False,
     ) -> None:
         super().__init__()
         if sample_rate <= 0:
@@ -245,7 +264,8 @@ class AudioClassificationDataModule(L.LightningDataModule):
         self.root = Path(root).expanduser() if root is not None else None
         self.sample_rate, self.batching, self.max_seconds = int(sample_rate), batching, max_seconds
         self.batch_size, self.bucket_by_length = batch_size, bucket_by_length
-        self.num_workers, self.seed = num_workers, seed
+        self.num_workers, self.seed, self.skip_corrupt = num_workers, seed, skip_corrupt
+        self.skipped: list[str] = []
         self.classes: list[str] | None = None
         self._checkpoint_classes: list[str] | None = None
         self.splits: dict[str, list[Item]] = {}
@@ -276,6 +296,8 @@ class AudioClassificationDataModule(L.LightningDataModule):
         self.classes = list(classes)
         index = {name: i for i, name in enumerate(self.classes)}
         self.splits = {split: [(path, index[name]) for path, name in items] for split, items in named.items()}
+        if self.skip_corrupt:
+            self._drop_unreadable()
         for split in ("train", "val"):
             if not self.splits.get(split):
                 raise ValueError(f"{self.root}: the {split} split is empty")
@@ -286,6 +308,31 @@ class AudioClassificationDataModule(L.LightningDataModule):
             len(self.classes),
             self.sample_rate,
         )
+
+    def _drop_unreadable(self) -> None:
+        """Read every clip once; drop the unreadable ones from the splits and count them."""
+
+        def readable(path: Path) -> bool:
+            try:
+                read_audio(path)
+            except ValueError:
+                return False
+            return True
+
+        paths = [path for items in self.splits.values() for path, _ in items]
+        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
+            ok = dict(zip(paths, pool.map(readable, paths)))
+        bad = [str(path) for path in paths if not ok[path]]
+        if bad:
+            self.skipped += bad
+            self.splits = {split: [it for it in items if ok[it[0]]] for split, items in self.splits.items()}
+            log.warning(
+                "skipped %d unreadable clip(s) under %s (data.skip_corrupt=true): %s%s",
+                len(bad),
+                self.root,
+                ", ".join(bad[:5]),
+                ", ..." if len(bad) > 5 else "",
+            )
 
     def spec(self) -> dict:
         """Sizes the model is built from: ``num_classes``, ``class_names`` and ``sample_rate``."""
