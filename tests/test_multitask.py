@@ -12,13 +12,9 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from omniformer.backbone import Backbone
-from omniformer.data.multitask import (
-    MultiTaskDataModule,
-    ScheduledLoader,
-    TaskSchedule,
-    sampling_probabilities,
-    step_counts,
-)
+from omniformer.data.mixing import TaskSchedule, sampling_probabilities, step_counts
+from omniformer.data.multitask import MultiTaskDataModule
+from omniformer.data.scheduled_loader import ScheduledLoader
 from omniformer.diagnostics import probe_forward, residual_contributions
 from omniformer.heads import ClassificationHead, LMHead
 from omniformer.model import OmniModel
@@ -487,7 +483,9 @@ def test_member_moments_checkpoint_names_parameters_and_refuses_unknown_ones():
     restored.on_load_checkpoint(checkpoint)
     probe = restored.net.backbone.blocks[0].attn.qkv.weight
     original = task.member_moments.states["digits"][task.net.backbone.blocks[0].attn.qkv.weight]
-    torch.testing.assert_close(restored.member_moments.states["digits"][probe]["exp_avg"], original["exp_avg"])
+    torch.testing.assert_close(
+        restored.member_moments.states["digits"][probe]["exp_avg"], original["exp_avg"]
+    )
     saved["speech"] = saved.pop("sentiment")
     with pytest.raises(ValueError, match=r"optimizer state of member 'speech', which this task lacks"):
         make_task(balance="member_moments").on_load_checkpoint(checkpoint)

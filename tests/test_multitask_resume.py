@@ -20,7 +20,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from omniformer.data.multitask import MultiTaskDataModule, ScheduledLoader, TaskSchedule
+from omniformer.data.mixing import TaskSchedule
+from omniformer.data.multitask import MultiTaskDataModule
+from omniformer.data.scheduled_loader import ScheduledLoader
 from omniformer.data.text import RandomWindows, TextDataModule
 from omniformer.resume import ResumableLoader, resumable_loader
 from omniformer.train import run
