@@ -94,7 +94,6 @@ def main(argv: list[str] | None = None) -> None:
             for variant in variants if round_ % 2 == 0 else variants[::-1]:
                 if variant == "plain":
                     m = train_plain(
-                        case.workload,
                         plain_task,
                         case.batches,
                         steps=args.steps,

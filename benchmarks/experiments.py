@@ -139,14 +139,14 @@ def prepare_case(
         datamodule = wl.build_data(cfg)
     data = prefetch_batches(datamodule, batches)
     first = _to(_first_sample(data[0]), next(task.parameters()).device)
-    _, seq_len = batch_shape(task, wl, first)
+    _, seq_len = batch_shape(task, first)
     samples = int(data[0][-1].shape[0]) if isinstance(data[0], (tuple, list)) else int(data[0].shape[0])
     net, backbone = task.net, task.net.backbone
     counted = None
     if count_flops:  # one sample is enough (FLOPs per token do not depend on the batch size)
         net.to(ctx.device)
         one = _to(_first_sample(data[0]), ctx.device)
-        counted = counted_flops(lambda: wl.loss(task, one).backward()) // seq_len
+        counted = counted_flops(lambda: task.model_step(one)[0].backward()) // seq_len
         net.zero_grad(set_to_none=True)
     case = Case(
         workload=wl,
@@ -187,7 +187,6 @@ def _run(
     if mode == "infer":
         task.net.to(ctx.device)
         return infer(
-            case.workload,
             task,
             case.batches,
             steps=steps,
@@ -197,7 +196,6 @@ def _run(
         )
     if loop.startswith("plain"):
         return train_plain(
-            case.workload,
             task,
             case.batches if loop == "plain" else LoaderBatches(case.datamodule),
             steps=steps,

@@ -153,7 +153,7 @@ def train_by_hand(
     params = [p for p in net.parameters() if p.requires_grad]
     clock = DualClock(warmup)
     for batch in batches:
-        loss = workload.loss(task, batch)
+        loss = task.model_step(batch)[0]
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip)

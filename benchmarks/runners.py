@@ -18,8 +18,9 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 import torch
@@ -28,7 +29,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig
 
 from benchmarks.machine import PeakMemory
-from benchmarks.workloads import Workload
 from omniformer.tasks.optim import build_optimizer
 
 SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")
@@ -215,7 +215,8 @@ def to_device(batch, device: torch.device):
     return batch
 
 
-def _cycle(batches: Sequence) -> Iterator:
+def _cycle(batches: Iterable) -> Iterator:
+    """Endless: ``batches`` again and again (a list, a loader that ends with its epoch, ...)."""
     while True:
         yield from batches
 
@@ -236,9 +237,8 @@ class LoaderBatches:
 
 
 def train_plain(
-    workload: Workload,
     task: L.LightningModule,
-    batches: Sequence | LoaderBatches,
+    batches: Iterable,
     *,
     steps: int,
     warmup: int,
@@ -246,18 +246,22 @@ def train_plain(
     precision: str = "32-true",
     clip: float | None = 1.0,
     check_syncs: bool = False,
+    loss: Callable[[Any], torch.Tensor] | None = None,
 ) -> Measurement:
-    """A hand-written training loop over ``task.net``: forward, loss, backward, clip, AdamW, schedule.
+    """A hand-written training loop over ``task.net``: the task's objective, backward, clip, AdamW, schedule.
 
-    The optimizer and schedule are the task's own (same AdamW groups, fused where available), so
+    The loss is ``task.model_step(batch)[0]`` — the function the task's ``training_step`` computes —
+    and the optimizer and schedule are the task's own (same AdamW groups, fused where available), so
     both loops do the same arithmetic; only the loop around it differs. ``batches``: batches fetched
-    in advance (cycled), or :class:`LoaderBatches` to pull them through the data module's loader.
-    Move the model to ``device`` (and compile it) before calling.
+    in advance (cycled), or anything re-iterable that yields them as it goes (:class:`LoaderBatches`,
+    a ``DataLoader``), re-iterated when it ends. ``loss``: another function of a batch, for a study
+    that feeds the model differently. Move the model to ``device`` (and compile it) before calling.
     """
+    loss = loss or (lambda batch: task.model_step(batch)[0])
     net = task.net.train()
     built = build_optimizer(net, task.optim, warmup + steps)
     optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
-    source = iter(batches) if isinstance(batches, LoaderBatches) else _cycle(batches)
+    source = _cycle(batches)
     clock, data = StepClock(device, warmup), 0.0
     params = [p for p in net.parameters() if p.requires_grad]
     with PeakMemory(device) as memory, SyncCounter(device, check_syncs) as syncs:
@@ -269,8 +273,8 @@ def train_plain(
             if clock.timing:
                 data += time.perf_counter() - start
             with autocast(device, precision):
-                loss = workload.loss(task, batch)
-            loss.backward()
+                value = loss(batch)
+            value.backward()
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             optimizer.step()
@@ -432,16 +436,24 @@ def train_lightning(
 
 
 def infer(
-    workload: Workload,
     task: L.LightningModule,
-    batches: Sequence,
+    batches: Iterable,
     *,
     steps: int,
     warmup: int,
     device: torch.device,
     precision: str = "32-true",
+    step: Callable[[Any], object] | None = None,
 ) -> Measurement:
-    """Forward passes only (``eval`` mode, ``torch.inference_mode``): inference throughput."""
+    """Inference steps only (``eval`` mode, ``torch.inference_mode``): inference throughput.
+
+    A step is ``task.model_step(batch)``, so any task plugs in without a forward pass written for
+    its kind. It includes the loss: negligible next to the forward pass for classifiers and small
+    vocabularies, a visible share for a 50k-vocabulary LM on a GPU (the fp32 cross-entropy over
+    the logits). ``step``: another function of a batch (e.g. the task's ``predict_step``).
+    ``batches`` as for :func:`train_plain`.
+    """
+    step = step or task.model_step
     net = task.net.eval()
     clock, source, data = StepClock(device, warmup), _cycle(batches), 0.0
     try:
@@ -452,7 +464,7 @@ def infer(
                 if clock.timing:
                     data += time.perf_counter() - start
                 with autocast(device, precision):
-                    workload.forward(task, batch)
+                    step(batch)
                 clock.mark()
             seconds = clock.step_seconds()
     finally:

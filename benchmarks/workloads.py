@@ -5,9 +5,9 @@ the benchmark builds *exactly* the data module and task that ``omniformer-train`
 the framework path is measured, not a copy of it. A workload may replace the ``data`` node with
 any data module (e.g. the synthetic token stream of :mod:`benchmarks.synthetic` for GPU
 runs that must not wait for a tokenizer to train). New modalities plug in as new entries under
-``workloads:`` in ``conf/bench.yaml``; a task whose loss is not next-token or class cross-entropy
-plugs in by subclassing :class:`Workload` and overriding :meth:`Workload.forward` /
-:meth:`Workload.loss`.
+``workloads:`` in ``benchmarks/conf/bench.yaml``. The hand-written loops compute what the task
+computes, ``task.model_step(batch)`` (loss, outputs, targets), so any task that defines it plugs in
+as it is.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-
-from omniformer.tasks import ClassificationTask, LanguageModelingTask
 
 
 def compose_train(overrides: Sequence[str]) -> DictConfig:
@@ -127,29 +124,6 @@ class Workload:
         task = instantiate(cfg.task)
         return Built(cfg, datamodule, task)
 
-    # -- what a hand-written loop computes -------------------------------------------------------
-
-    def forward(self, task: L.LightningModule, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The model's output for ``batch``, called on ``task.net`` directly (no Lightning)."""
-        if isinstance(task, LanguageModelingTask):
-            return task.net(task.modality, task.head, batch[0], causal=True)
-        if isinstance(task, ClassificationTask):
-            inputs, *lengths, _ = batch
-            extra = {"lengths": lengths[0]} if lengths else {}
-            return task.net(task.modality, task.head, inputs, **extra)
-        raise TypeError(
-            f"workload {self.name!r}: no plain forward for {type(task).__name__}; subclass Workload and "
-            "override forward() and loss()"
-        )
-
-    def loss(self, task: L.LightningModule, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The training loss for ``batch`` — the same function the task's ``training_step`` computes."""
-        out = self.forward(task, batch)
-        targets = batch[-1]
-        if isinstance(task, LanguageModelingTask):
-            return F.cross_entropy(out.flatten(0, 1).float(), targets.flatten())
-        return F.cross_entropy(out.float(), targets, label_smoothing=getattr(task, "label_smoothing", 0.0))
-
 
 def _nbytes(batch) -> int:
     if isinstance(batch, torch.Tensor):
@@ -180,8 +154,8 @@ def prefetch_batches(datamodule: L.LightningDataModule, count: int, max_bytes: i
     return batches
 
 
-def batch_shape(task: L.LightningModule, workload: Workload, batch) -> tuple[int, int]:
-    """``(samples, tokens per sample)`` the backbone sees for ``batch`` (from one forward pass)."""
+def batch_shape(task: L.LightningModule, batch) -> tuple[int, int]:
+    """``(samples, tokens per sample)`` the backbone sees for ``batch`` (from one ``model_step``)."""
     seen: dict[str, tuple[int, int]] = {}
 
     def hook(module, args, kwargs):
@@ -191,7 +165,7 @@ def batch_shape(task: L.LightningModule, workload: Workload, batch) -> tuple[int
     handle = task.net.backbone.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
-            workload.forward(task, batch)
+            task.model_step(batch)
     finally:
         handle.remove()
     return seen["shape"]

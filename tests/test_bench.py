@@ -22,7 +22,7 @@ from benchmarks.flops import (
 )
 from benchmarks.machine import PeakMemory, machine_info, measure_peak_flops
 from benchmarks.report import load_results, render_markdown, validate_result
-from benchmarks.workloads import Workload, build_workloads
+from benchmarks.workloads import Workload, batch_shape, build_workloads, prefetch_batches
 from omniformer.backbone import Backbone
 from omniformer.heads import LMHead
 from omniformer.model import OmniModel
@@ -116,6 +116,24 @@ def test_bench_configs_compose():
         cfg = _bench_config(f"suite={suite}")
         assert cfg.suite.name == suite and cfg.suite.experiments
         build_workloads(cfg.workloads)
+
+
+def test_plain_loops_run_a_task_through_its_model_step():
+    """The hand-written loops call ``task.model_step``: a classifier with ``(waves, lengths, labels)``
+    batches needs no benchmark code of its own."""
+    from benchmarks.runners import infer, train_plain
+
+    bench = _bench_config("suite=gpu")
+    workload = build_workloads(bench.workloads)["kws_synthetic"]
+    cfg = workload.config(None, list(bench.suite.dry_run_overrides.kws_synthetic))
+    task = workload.build(cfg).task
+    batches = prefetch_batches(workload.build_data(cfg), 2)
+    samples, tokens = batch_shape(task, batches[0])
+    assert samples == 2 and tokens > 1
+    cpu = torch.device("cpu")
+    trained = train_plain(task, batches, steps=2, warmup=1, device=cpu, clip=1.0)
+    inferred = infer(task, batches, steps=2, warmup=1, device=cpu)
+    assert trained.steps == inferred.steps == 2 and trained.cpu_seconds is not None
 
 
 def _check_png(path: Path) -> None:
