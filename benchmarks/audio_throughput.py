@@ -1,9 +1,9 @@
 """Audio throughput: clips/s for training and inference, with log-mel inside the model or in the loader.
 
-    .venv/bin/python benchmarks/audio_throughput.py                       # FSDD from ../shared/data/fsdd
-    .venv/bin/python benchmarks/audio_throughput.py --batches 30 --workers 0 2
-    .venv/bin/python benchmarks/audio_throughput.py --accuracy-run outputs/audio_fsdd  # + the accuracy row
-    .venv/bin/python benchmarks/audio_throughput.py --accuracy-only \
+    python -m benchmarks.audio_throughput                       # FSDD from ../shared/data/fsdd
+    python -m benchmarks.audio_throughput --batches 30 --workers 0 2
+    python -m benchmarks.audio_throughput --accuracy-run outputs/audio_fsdd  # + the accuracy row
+    python -m benchmarks.audio_throughput --accuracy-only \
         --accuracy-run outputs/a "outputs/b::OMP_NUM_THREADS=1"   # only refresh the accuracy rows
 
 The model is the one ``omniformer-train experiment=spoken_digits`` builds (composed from the same
@@ -15,12 +15,14 @@ configs). Two places for the log-mel front end, with the *same* batches (seeded 
   front end, batches carry padded spectrograms, and the model starts at
   :meth:`AudioFrameTokenizer.tokens_from_log_mel`.
 
-Each case runs ``--batches`` timed batches after ``--warmup`` untimed ones, ``--repeats`` times, the
-cases taking turns (medians reported), with the loader's time included (that is where in-loader
-features cost). Results: ``benchmarks/results/audio_throughput.json``
-and ``benchmarks/results/audio_throughput.md``. With ``--accuracy-run`` the Markdown also records
-``omniformer-train`` runs' test accuracy, wall time and command (from their ``results.json`` and
-``.hydra/overrides.yaml``; ``DIR::PREFIX`` puts e.g. an environment setting before the command).
+Each case runs ``--batches`` timed batches after ``--warmup`` untimed ones through the suite's
+loops (:func:`benchmarks.runners.train_plain` — the task's loss, optimizer, schedule and clipping —
+and :func:`benchmarks.runners.infer`), ``--repeats`` times, the cases taking turns (medians
+reported), with the loader's time included (that is where in-loader features cost). Results:
+``benchmarks/results/audio_throughput.json`` and ``benchmarks/results/audio_throughput.md``. With
+``--accuracy-run`` the Markdown also records ``omniformer-train`` runs' test accuracy, wall time and
+command (from their ``results.json`` and ``.hydra/overrides.yaml``; ``DIR::PREFIX`` puts e.g. an
+environment setting before the command).
 """
 
 from __future__ import annotations
@@ -29,24 +31,21 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
+from torch.utils.data import DataLoader, Dataset
+
+from benchmarks.runners import infer, train_plain
+from benchmarks.workloads import Workload
+from omniformer.data.audio import AudioClips, LengthBucketSampler, PadCollate
+from omniformer.files import atomic_write_text, write_json
+from omniformer.tokenizers.audio import AudioFrameTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from benchmarks.workloads import compose_train  # noqa: E402
-from omniformer.data.audio import AudioClips, LengthBucketSampler, PadCollate  # noqa: E402
-from omniformer.files import atomic_write_text, write_json  # noqa: E402
-from omniformer.tokenizers.audio import AudioFrameTokenizer  # noqa: E402
 
 
 class LogMelClips(Dataset):
@@ -75,55 +74,50 @@ def collate_log_mel(batch):
 
 
 def build(root: str, batch_size: int):
-    """The datamodule and task ``omniformer-train experiment=spoken_digits`` builds."""
-    cfg = compose_train(["experiment=spoken_digits", f"data.root={root}", f"data.batch_size={batch_size}"])
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    with open_dict(cfg):
-        cfg.data_spec = datamodule.spec()
-    torch.manual_seed(0)
-    return cfg, datamodule, instantiate(cfg.task)
+    """The config, datamodule and task ``omniformer-train experiment=spoken_digits`` builds."""
+    workload = Workload(name="fsdd_audio", overrides=["experiment=spoken_digits", f"data.root={root}"])
+    cfg = workload.config(None, [f"data.batch_size={batch_size}"])
+    built = workload.build(cfg)
+    return cfg, built.datamodule, built.task
 
 
-def logits_from(net, batch, where: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model output and labels for one batch of either kind, moved to ``device``."""
-    batch = [t.to(device, non_blocking=True) for t in batch]
-    if where == "in-model":
-        waves, lengths, labels = batch
-        return net("audio", "classifier", waves, lengths=lengths), labels
-    mel, frames, labels = batch
-    tokens = net.tokenizers["audio"].tokens_from_log_mel(mel, frames)
-    return net.heads["classifier"](net.backbone(tokens), tokens), labels
+def log_mel_step(task):
+    """``batch → (loss, logits, labels)`` for ``(log-mel, frames, labels)`` batches: the model from its
+    tokenizer's second half (:meth:`AudioFrameTokenizer.tokens_from_log_mel`) on."""
+    net = task.net
+
+    def step(batch):
+        mel, frames, labels = batch
+        tokens = net.tokenizers[task.modality].tokens_from_log_mel(mel, frames)
+        logits = net.heads[task.head](net.backbone(tokens), tokens)
+        return F.cross_entropy(logits.float(), labels), logits, labels
+
+    return step
 
 
-def measure(net, loader, where: str, train: bool, device, warmup: int, batches: int) -> dict:
+def measure(task, loader, where: str, train: bool, device, warmup: int, batches: int, clip) -> dict:
     """Clips/s over ``batches`` batches (after ``warmup``), loader time included."""
-    net.train(train)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4) if train else None
-    clips, seen, start = 0, 0, None
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    while seen < warmup + batches:
-        for batch in loader:
-            if seen == warmup:
-                sync()
-                start = time.perf_counter()
-            if train:
-                logits, labels = logits_from(net, batch, where, device)
-                loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            else:
-                with torch.no_grad():
-                    logits_from(net, batch, where, device)
-            if seen >= warmup:
-                clips += batch[-1].shape[0]
-            seen += 1
-            if seen == warmup + batches:
-                break
-    sync()
-    seconds = time.perf_counter() - start
-    return {"clips_per_s": round(clips / seconds, 1), "ms_per_batch": round(1000 * seconds / batches, 1)}
+    step = task.model_step if where == "in-model" else log_mel_step(task)
+    sizes: list[int] = []
+
+    def counted(batch):
+        sizes.append(int(batch[-1].shape[0]))  # the bucketed loader's last batch of an epoch is smaller
+        return step(batch)
+
+    if train:
+        m = train_plain(
+            task,
+            loader,
+            steps=batches,
+            warmup=warmup,
+            device=device,
+            clip=clip,
+            loss=lambda batch: counted(batch)[0],
+        )
+    else:
+        m = infer(task, loader, steps=batches, warmup=warmup, device=device, step=counted)
+    clips = sum(sizes[warmup:])
+    return {"clips_per_s": round(clips / m.wall_seconds, 1), "ms_per_batch": round(1000 * m.mean_step, 1)}
 
 
 def front_end_cost(tokenizer: AudioFrameTokenizer, loader, device, batches: int) -> dict:
@@ -250,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg, datamodule, task = build(args.root, args.batch_size)
     net = task.net.to(device)
+    clip = cfg.trainer.get("gradient_clip_val")
     items = datamodule.splits["train"]
     lengths = [datamodule._frames(path) for path, _ in items]
     clips = AudioClips(items, datamodule.sample_rate, None)
@@ -273,7 +268,9 @@ def main(argv: list[str] | None = None) -> dict:
     for repeat in range(args.repeats):
         for (workers, where), loader in loaders.items():
             for mode in ("train", "infer"):
-                numbers = measure(net, loader, where, mode == "train", device, args.warmup, args.batches)
+                numbers = measure(
+                    task, loader, where, mode == "train", device, args.warmup, args.batches, clip
+                )
                 samples.setdefault((mode, where, workers), []).append(numbers)
                 print(
                     {"repeat": repeat, "mode": mode, "features": where, "workers": workers, **numbers},

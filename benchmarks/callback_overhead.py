@@ -1,7 +1,7 @@
 """Fixed per-step cost of Lightning's loop and of each callback omniformer-train adds, in CPU time.
 
-    .venv/bin/python benchmarks/callback_overhead.py              # ~2 minutes on 2 busy cores
-    .venv/bin/python benchmarks/callback_overhead.py --steps 500 --rounds 6
+    python -m benchmarks.callback_overhead              # ~2 minutes on 2 busy cores
+    python -m benchmarks.callback_overhead --steps 500 --rounds 6
 
 On a toy model (1 block, 16 wide, batch 1 × 8 tokens) a training step costs a couple of
 milliseconds, so what the framework adds per step — the Lightning loop, each default callback — is a
@@ -28,45 +28,43 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_module
+
+from benchmarks.experiments import Context, prepare_case
+from benchmarks.machine import machine_info
+from benchmarks.runners import (
+    StepTimer,
+    SyncCounter,
+    lightning_trainer,
+    train_callbacks,
+    train_loggers,
+    train_plain,
+)
+from benchmarks.workloads import build_workloads
+from omniformer.files import write_json
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from hydra import compose, initialize_config_module  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar  # noqa: E402
-
-from benchmarks.experiments import Context, prepare_case  # noqa: E402
-from benchmarks.machine import machine_info  # noqa: E402
-from benchmarks.runners import StepTimer, SyncCounter, train_callbacks, train_plain  # noqa: E402
-from benchmarks.workloads import build_workloads  # noqa: E402
-from omniformer.files import write_json  # noqa: E402
-
 TOY = ["model.dim=16", "model.depth=1", "model.heads=1", "data.batch_size=1", "data.block_size=8"]
 CPU = torch.device("cpu")
 
 
-def lightning_cpu_per_step(case, task, callbacks: list, with_logger: bool, steps: int, warmup: int) -> float:
-    """Process CPU seconds per timed step of ``Trainer.fit`` with ``callbacks``."""
-    root = tempfile.mkdtemp(prefix="omniformer-callback-cost-")
+def lightning_cpu_per_step(case, task, keep: str, steps: int, warmup: int) -> float:
+    """Process CPU seconds per timed step of ``Trainer.fit`` with the default callbacks ``keep`` names
+    (``none``, ``all`` or one class name), plus the loggers with ``all`` or the learning-rate monitor."""
     timer = StepTimer(CPU, warmup, SyncCounter(CPU, False))
-    loggers = [instantiate(node, save_dir=root) for node in case.cfg.logger] if with_logger else False
-    trainer = instantiate(
-        case.cfg.trainer,
-        accelerator="cpu",
-        devices=1,
-        max_steps=warmup + steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
-        enable_model_summary=False,
-        logger=loggers or False,
-        callbacks=[*callbacks, timer],
-        default_root_dir=root,
-    )
-    trainer.fit(task, datamodule=case.datamodule)
+    with tempfile.TemporaryDirectory(prefix="omniformer-callback-cost-") as root:
+        callbacks = [c for c in train_callbacks(case.cfg, root) if keep in ("all", type(c).__name__)]
+        logs = keep in ("all", "LearningRateMonitor")
+        trainer = lightning_trainer(
+            case.cfg,
+            steps=warmup + steps,
+            device=CPU,
+            precision="32-true",
+            callbacks=[*callbacks, timer],
+            loggers=train_loggers(case.cfg, root) if logs else (),
+            root_dir=root,
+        )
+        trainer.fit(task, datamodule=case.datamodule)
     return timer.clock.cpu_seconds() / steps
 
 
@@ -82,37 +80,24 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
-    with initialize_config_module("omniformer.conf", version_base="1.3"):
+    with initialize_config_module("benchmarks.conf", version_base="1.3"):
         bench = compose("bench")
-        ctx = Context(CPU, "32-true", 1.0, build_workloads(bench.workloads))
-        case, task = prepare_case(ctx, "shakespeare_char", None, TOY, 64)
-        names = [type(c).__name__ for c in train_callbacks(case.cfg, tempfile.mkdtemp())]
-        variants = ["plain", "lightning", *(f"+{n}" for n in names), "all"]
-        plain_task = case.new_task()
-        costs: dict[str, list[float]] = {v: [] for v in variants}
-        for round_ in range(args.rounds):
-            for variant in variants if round_ % 2 == 0 else variants[::-1]:
-                if variant == "plain":
-                    m = train_plain(
-                        plain_task,
-                        case.batches,
-                        steps=args.steps,
-                        warmup=args.warmup,
-                        device=CPU,
-                    )
-                    costs[variant].append(m.cpu_step)
-                    continue
-                built = train_callbacks(case.cfg, tempfile.mkdtemp())
-                chosen = [] if variant == "lightning" else built
-                if variant.startswith("+"):
-                    chosen = [c for c in built if type(c).__name__ == variant[1:]]
-                logs = variant in ("all", "+LearningRateMonitor")
-                costs[variant].append(
-                    lightning_cpu_per_step(case, task, chosen, logs, args.steps, args.warmup)
-                )
-                print(
-                    f"round {round_ + 1}: {variant}: {1000 * costs[variant][-1]:.3f} ms CPU/step", flush=True
-                )
+    ctx = Context(CPU, "32-true", 1.0, build_workloads(bench.workloads))
+    case, task = prepare_case(ctx, "shakespeare_char", None, TOY, 64)
+    with tempfile.TemporaryDirectory() as root:
+        names = [type(c).__name__ for c in train_callbacks(case.cfg, root)]
+    variants = ["plain", "lightning", *(f"+{n}" for n in names), "all"]
+    plain_task = case.new_task()
+    costs: dict[str, list[float]] = {v: [] for v in variants}
+    for round_ in range(args.rounds):
+        for variant in variants if round_ % 2 == 0 else variants[::-1]:
+            if variant == "plain":
+                m = train_plain(plain_task, case.batches, steps=args.steps, warmup=args.warmup, device=CPU)
+                costs[variant].append(m.cpu_step)
+                continue
+            keep = {"lightning": "none", "all": "all"}.get(variant, variant[1:])
+            costs[variant].append(lightning_cpu_per_step(case, task, keep, args.steps, args.warmup))
+            print(f"round {round_ + 1}: {variant}: {1000 * costs[variant][-1]:.3f} ms CPU/step", flush=True)
     plain = statistics.median(costs["plain"])
     lightning = statistics.median(costs["lightning"])
     rows = []
@@ -136,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         {
             "what": "process CPU ms per training step on a toy LM (1×16, batch 1×8), median over rounds",
-            "command": " ".join(["benchmarks/callback_overhead.py", *(argv or sys.argv[1:])]),
+            "command": " ".join(["python -m benchmarks.callback_overhead", *(argv or sys.argv[1:])]),
             "created": datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": machine_info("cpu"),
             "steps": args.steps,

@@ -1,8 +1,8 @@
 """Image throughput: images/s for training and inference per model size, omniformer vs a plain loop.
 
-    .venv/bin/python benchmarks/image_throughput.py              # tiny:128:30 small:128:12 base:16:8
-    .venv/bin/python benchmarks/image_throughput.py --cases tiny:128:40 --rounds 3  # size:batch:steps
-    .venv/bin/python benchmarks/image_throughput.py --accuracy-run /tmp/image_runs/mnist_experiment
+    python -m benchmarks.image_throughput              # tiny:128:30 small:128:12 base:16:8
+    python -m benchmarks.image_throughput --cases tiny:128:40 --rounds 3  # size:batch:steps
+    python -m benchmarks.image_throughput --accuracy-run /tmp/image_runs/mnist_experiment
 
 The model is the one ``omniformer-train task=image_classification data=mnist model=<size>`` builds
 (composed from the same configs; 7×7 patches → 16 tokens). For each size, the *same* model
@@ -11,8 +11,9 @@ go through:
 
 * ``omniformer``: ``Trainer.fit`` on the :class:`ClassificationTask` (loss, logging, gradient
   clipping, AdamW + warmup/cosine), and ``Trainer.predict`` (``predict_step``: softmax);
-* ``plain``: a hand-written loop on ``task.net`` with the same loss, clipping, optimizer and schedule
-  (:func:`benchmarks.runners.train_plain`), and a forward + softmax loop in inference mode.
+* ``plain``: the suite's hand-written loop on ``task.net`` with the same loss, clipping, optimizer
+  and schedule (:func:`benchmarks.runners.train_plain`), and ``predict_step`` called in a plain
+  inference-mode loop (:func:`benchmarks.runners.infer`).
 
 Variants alternate in rounds (omniformer, plain, then plain, omniformer, ...) so load from other
 processes falls on both alike; the ratio is omniformer's images/s over plain's (1.0 = no overhead),
@@ -32,11 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -44,14 +41,13 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.machine import machine_info
+from benchmarks.runners import Measurement, infer, infer_lightning, train_lightning, train_plain
+from benchmarks.workloads import Workload, prefetch_batches
+from omniformer.files import atomic_write_text, write_json
 
-from benchmarks.machine import machine_info  # noqa: E402
-from benchmarks.runners import lightning_trainer  # noqa: E402
-from benchmarks.workloads import Workload, prefetch_batches  # noqa: E402
-from omniformer.files import atomic_write_text, write_json  # noqa: E402
-from omniformer.tasks.optim import build_optimizer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
 
 
 class BatchList(L.LightningDataModule):
@@ -71,125 +67,25 @@ class BatchList(L.LightningDataModule):
         return self._loader()
 
 
-@dataclass
-class Timed:
-    """Per-step wall and CPU seconds of the timed steps of one or more runs."""
-
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-
-    def merge(self, other: Timed) -> Timed:
-        return Timed(self.wall + other.wall, self.cpu + other.cpu)
-
-
-class DualClock:
-    """Marks step ends on the wall clock and on this process's CPU clock, after ``warmup`` steps.
-
-    The CPU clock counts only the time this process ran, so on a machine whose cores other
-    processes share it compares two loops far more steadily than the wall clock does (with one
-    torch thread, as here, CPU seconds are the loop's own work).
-    """
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.count, self.marks = warmup, 0, []
-
-    def mark(self) -> None:
-        self.count += 1
-        if self.count >= self.warmup:
-            self.marks.append((time.perf_counter(), time.process_time()))
-
-    def timed(self) -> Timed:
-        pairs = list(zip(self.marks, self.marks[1:]))
-        return Timed([b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs])
-
-
-class ClockCallback(L.Callback):
-    """Marks the end of every training and predict batch on a :class:`DualClock`."""
-
-    def __init__(self, warmup: int) -> None:
-        self.clock = DualClock(warmup)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.clock.mark()
-
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self.clock.mark()
-
-
 def cycled(batches: list, count: int) -> list:
     """``count`` batches taken round-robin from ``batches``."""
     return [batches[i % len(batches)] for i in range(count)]
 
 
-def train_omniformer(cfg, task, batches: list, warmup: int) -> Timed:
-    """``Trainer.fit`` of the task as omniformer-train configures the trainer (no validation,
-    checkpoints, logger or progress bar) over ``batches``."""
-    timer = ClockCallback(warmup)
-    with tempfile.TemporaryDirectory(prefix="omniformer-bench-") as root:
-        trainer = lightning_trainer(
-            cfg,
-            steps=len(batches),
-            device=torch.device("cpu"),
-            precision="32-true",
-            callbacks=[timer],
-            default_callbacks=False,
-            root_dir=root,
-        )
-        trainer.fit(task, datamodule=BatchList(batches))
-    if trainer.global_step != len(batches):
-        raise RuntimeError(f"Lightning ran {trainer.global_step} steps, {len(batches)} were asked for")
-    return timer.clock.timed()
+def accumulate(results: dict[str, Measurement], name: str, m: Measurement) -> Measurement:
+    """Add a round's measurement to ``results[name]``; return it."""
+    results[name] = results[name].merge(m) if name in results else m
+    return m
 
 
-def train_by_hand(
-    workload: Workload, task, batches, warmup: int, clip: float | None, total: int | None = None
-) -> Timed:
-    """The same arithmetic in a hand-written loop: loss, backward, clip, AdamW step, schedule.
-
-    ``batches``: a list, or any iterable with ``total`` (the schedule's length) given."""
-    net = task.net.train()
-    built = build_optimizer(net, task.optim, total or len(batches))
-    optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
-    params = [p for p in net.parameters() if p.requires_grad]
-    clock = DualClock(warmup)
-    for batch in batches:
-        loss = task.model_step(batch)[0]
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        clock.mark()
-    return clock.timed()
+def images_per_s(batch: int, m: Measurement) -> float:
+    """Images per second of elapsed time over the timed steps."""
+    return round(batch / m.mean_step, 1)
 
 
-def infer_by_hand(task, batches: list, warmup: int) -> Timed:
-    """Forward + softmax on ``task.net`` in inference mode, the same work as ``predict_step``."""
-    net = task.net.eval()
-    clock = DualClock(warmup)
-    with torch.inference_mode():
-        for inputs, _ in batches:
-            torch.softmax(net(task.modality, task.head, inputs).float(), dim=-1)
-            clock.mark()
-    net.train()
-    return clock.timed()
-
-
-def infer_omniformer(task, batches: list, warmup: int) -> Timed:
-    """``Trainer.predict`` over the same batches (omniformer's inference path)."""
-    timer = ClockCallback(warmup)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
-    trainer.predict(task, datamodule=BatchList(batches, inputs_only=True), return_predictions=False)
-    return timer.clock.timed()
+def images_per_cpu_s(batch: int, m: Measurement) -> float:
+    """Images per second of this process's CPU time over the timed steps."""
+    return round(batch / m.cpu_step, 1)
 
 
 def loader_rate(datamodule, batches: int) -> dict:
@@ -237,16 +133,7 @@ class TextbookMNIST:
             yield from self.loader
 
 
-def train_by_hand_from(
-    workload: Workload, task, source, steps: int, warmup: int, clip: float | None
-) -> Timed:
-    """:func:`train_by_hand` pulling ``warmup + steps`` batches from an iterable as it goes."""
-    iterator = iter(source)
-    batches = (next(iterator) for _ in range(warmup + steps))
-    return train_by_hand(workload, task, batches, warmup, clip, total=warmup + steps)
-
-
-def fit_with_datamodule(cfg, task, datamodule, steps: int, warmup: int) -> Timed:
+def fit_with_datamodule(cfg, task, datamodule, steps: int, warmup: int) -> Measurement:
     """``Trainer.fit`` on the real MNIST data module as ``omniformer-train`` runs it: its loader made
     resumable (seeded samples, loader workers, the configured transforms) and the default callbacks
     and logger (checkpointing, non-finite guard, step seeding, throughput, learning-rate monitor,
@@ -254,56 +141,52 @@ def fit_with_datamodule(cfg, task, datamodule, steps: int, warmup: int) -> Timed
     from omniformer.resume import RestoreLoaderState, make_resumable
 
     make_resumable(datamodule, int(cfg.seed))
-    timer = ClockCallback(warmup)
-    with tempfile.TemporaryDirectory(prefix="omniformer-bench-") as root:
-        trainer = lightning_trainer(
-            cfg,
-            steps=warmup + steps,
-            device=torch.device("cpu"),
-            precision="32-true",
-            callbacks=[timer, RestoreLoaderState()],
-            default_callbacks=True,
-            root_dir=root,
-        )
-        trainer.fit(task, datamodule=datamodule)
-    return timer.clock.timed()
+    return train_lightning(
+        cfg,
+        task,
+        datamodule,
+        steps=steps,
+        warmup=warmup,
+        device=CPU,
+        default_callbacks=True,
+        callbacks=[RestoreLoaderState()],
+    )
+
+
+def mnist_workload(root: str, *overrides: str) -> Workload:
+    """``task=image_classification data=mnist`` with the MNIST files under ``root``."""
+    return Workload(
+        name="image_mnist",
+        overrides=["task=image_classification", "data=mnist", f"data.root={root}", *overrides],
+        unit="samples",
+    )
 
 
 def run_end_to_end(root: str, size: str, batch: int, steps: int, warmup: int, rounds: int) -> dict:
     """Training images/s with data loading included: omniformer (``Trainer.fit`` on the MNIST data
     module as ``data=mnist`` configures it) against a textbook plain loop (:class:`TextbookMNIST`)
     and a plain loop over pre-made batches (no data work at all), interleaved in rounds."""
-    workload = Workload(
-        name="image_mnist",
-        overrides=["task=image_classification", "data=mnist", f"data.root={root}"],
-        unit="samples",
-    )
+    workload = mnist_workload(root)
     cfg = workload.config(size, [f"data.batch_size={batch}", "trainer.accelerator=cpu"])
     built = workload.build(cfg)
     workers = int(cfg.data.num_workers)
     clip = cfg.trainer.get("gradient_clip_val")
     premade = cycled(prefetch_batches(built.datamodule, min(warmup + steps, 50)), warmup + steps)
     tasks = {name: workload.build(cfg).task for name in ("omniformer", "textbook", "premade")}
-    timed = {name: Timed() for name in tasks}
+    timed: dict[str, Measurement] = {}
     for round_ in range(rounds):
         order = list(tasks) if round_ % 2 == 0 else list(reversed(tasks))
         for name in order:
             if name == "omniformer":
                 datamodule = workload.build_data(cfg)
-                t = fit_with_datamodule(cfg, tasks[name], datamodule, steps, warmup)
-            elif name == "textbook":
-                t = train_by_hand_from(
-                    workload, tasks[name], TextbookMNIST(root, batch, workers), steps, warmup, clip
-                )
+                m = fit_with_datamodule(cfg, tasks[name], datamodule, steps, warmup)
             else:
-                t = train_by_hand(workload, tasks[name], premade, warmup, clip)
-            timed[name] = timed[name].merge(t)
-            print(
-                f"end-to-end {size} round {round_ + 1} {name}: {batch * len(t.wall) / sum(t.wall):.1f} img/s",
-                flush=True,
-            )
-    rates = {name: round(batch * len(t.wall) / sum(t.wall), 1) for name, t in timed.items()}
-    medians = {name: statistics.median(t.wall) for name, t in timed.items()}
+                source = TextbookMNIST(root, batch, workers) if name == "textbook" else premade
+                m = train_plain(tasks[name], source, steps=steps, warmup=warmup, device=CPU, clip=clip)
+            accumulate(timed, name, m)
+            print(f"end-to-end {size} round {round_ + 1} {name}: {images_per_s(batch, m)} img/s", flush=True)
+    rates = {name: images_per_s(batch, m) for name, m in timed.items()}
+    medians = {name: m.median_step for name, m in timed.items()}
     return {
         "model": size,
         "batch_size": batch,
@@ -314,39 +197,43 @@ def run_end_to_end(root: str, size: str, batch: int, steps: int, warmup: int, ro
         "ratio_vs_premade": round(rates["omniformer"] / rates["premade"], 4),
         "median_ratio_vs_textbook": round(medians["textbook"] / medians["omniformer"], 4),
         "median_ratio_vs_premade": round(medians["premade"] / medians["omniformer"], 4),
-        "timed_steps": len(timed["omniformer"].wall),
+        "timed_steps": timed["omniformer"].steps,
     }
 
 
 def run_case(root: str, size: str, batch: int, steps: int, warmup: int, rounds: int) -> dict:
     """Training and inference of one model size through both loops, in interleaved rounds."""
-    workload = Workload(
-        name="image_mnist",
-        overrides=["task=image_classification", "data=mnist", f"data.root={root}", "data.num_workers=0"],
-        unit="samples",
-    )
+    workload = mnist_workload(root, "data.num_workers=0")
     cfg = workload.config(size, [f"data.batch_size={batch}", "trainer.accelerator=cpu"])
     built = workload.build(cfg)
     batches = cycled(prefetch_batches(built.datamodule, min(warmup + steps, 50)), warmup + steps)
     tasks = {"omniformer": built.task, "plain": workload.build(cfg).task}  # identically seeded
-    train = {name: Timed() for name in tasks}
-    infer = {name: Timed() for name in tasks}
+    train: dict[str, Measurement] = {}
+    infer_: dict[str, Measurement] = {}
     clip = cfg.trainer.get("gradient_clip_val")
     for round_ in range(rounds):
         order = ["omniformer", "plain"] if round_ % 2 == 0 else ["plain", "omniformer"]
         for name in order:
             task = tasks[name]
             if name == "omniformer":
-                t, i = train_omniformer(cfg, task, batches, warmup), infer_omniformer(task, batches, warmup)
+                t = train_lightning(cfg, task, BatchList(batches), steps=steps, warmup=warmup, device=CPU)
+                i = infer_lightning(task, BatchList(batches, inputs_only=True), warmup=warmup, device=CPU)
             else:
-                t, i = (
-                    train_by_hand(workload, task, batches, warmup, clip),
-                    infer_by_hand(task, batches, warmup),
+                t = train_plain(task, batches, steps=steps, warmup=warmup, device=CPU, clip=clip)
+                # predict_step called directly: the work Trainer.predict does per batch, no Lightning
+                i = infer(
+                    task,
+                    batches,
+                    steps=steps,
+                    warmup=warmup,
+                    device=CPU,
+                    step=lambda b, task=task: task.predict_step(b[:-1], 0),
                 )
-            train[name], infer[name] = train[name].merge(t), infer[name].merge(i)
+            accumulate(train, name, t)
+            accumulate(infer_, name, i)
             print(
-                f"{size} round {round_ + 1} {name}: train {batch * len(t.wall) / sum(t.wall):.1f} img/s "
-                f"(cpu {batch * len(t.cpu) / sum(t.cpu):.1f}), infer {batch * len(i.wall) / sum(i.wall):.1f}",
+                f"{size} round {round_ + 1} {name}: train {images_per_s(batch, t)} img/s "
+                f"(cpu {images_per_cpu_s(batch, t)}), infer {images_per_s(batch, i)}",
                 flush=True,
             )
     row = {
@@ -355,17 +242,17 @@ def run_case(root: str, size: str, batch: int, steps: int, warmup: int, rounds: 
         "steps": steps,
         "params": sum(p.numel() for p in built.task.net.parameters()),
     }
-    for mode, results in (("train", train), ("infer", infer)):
+    for mode, results in (("train", train), ("infer", infer_)):
         ours, plain = results["omniformer"], results["plain"]
         row[mode] = {
-            "omniformer_images_per_s": round(batch * len(ours.wall) / sum(ours.wall), 1),
-            "plain_images_per_s": round(batch * len(plain.wall) / sum(plain.wall), 1),
-            "ratio_wall": round(sum(plain.wall) / sum(ours.wall), 4),
-            "ratio_wall_median_step": round(statistics.median(plain.wall) / statistics.median(ours.wall), 4),
-            "omniformer_images_per_cpu_s": round(batch * len(ours.cpu) / sum(ours.cpu), 1),
-            "plain_images_per_cpu_s": round(batch * len(plain.cpu) / sum(plain.cpu), 1),
-            "ratio_cpu": round(sum(plain.cpu) / sum(ours.cpu), 4),
-            "timed_steps": len(ours.wall),
+            "omniformer_images_per_s": images_per_s(batch, ours),
+            "plain_images_per_s": images_per_s(batch, plain),
+            "ratio_wall": round(plain.wall_seconds / ours.wall_seconds, 4),
+            "ratio_wall_median_step": round(plain.median_step / ours.median_step, 4),
+            "omniformer_images_per_cpu_s": images_per_cpu_s(batch, ours),
+            "plain_images_per_cpu_s": images_per_cpu_s(batch, plain),
+            "ratio_cpu": round(plain.cpu_seconds / ours.cpu_seconds, 4),
+            "timed_steps": ours.steps,
         }
     row["loader_images_per_s"] = loader_rate(built.datamodule, 10)
     return row

@@ -14,11 +14,12 @@ On a GPU the runs can also count host synchronisations inside the timed steps wi
 from __future__ import annotations
 
 import contextlib
+import copy
 import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +27,12 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from benchmarks.machine import PeakMemory
+from omniformer.callbacks import StepSeed, Throughput
 from omniformer.tasks.optim import build_optimizer
+from omniformer.train import build_callbacks, build_loggers
 
 SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -287,7 +290,7 @@ def train_plain(
 
 
 class StepTimer(L.Callback):
-    """Marks every training step's end for :class:`StepClock`; sums the time between steps."""
+    """Marks every training (or predict) step's end for :class:`StepClock`; sums the time between steps."""
 
     def __init__(self, device: torch.device, warmup: int, syncs: SyncCounter) -> None:
         self.clock, self.syncs = StepClock(device, warmup), syncs
@@ -295,41 +298,61 @@ class StepTimer(L.Callback):
         self._end: float | None = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._started()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._ended()
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._started()
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._ended()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.syncs.disarm()
+
+    def _started(self) -> None:
         if self.clock.timing and self._end is not None:
             self.data_seconds += time.perf_counter() - self._end
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def _ended(self) -> None:
         self.clock.mark()
         if self.clock.timing:
             self.syncs.arm()
         self._end = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.syncs.disarm()
+
+def _redirected(cfg: DictConfig, root_dir: str) -> DictConfig:
+    """A copy of ``cfg`` whose callbacks and loggers write into ``root_dir``, not Hydra's run folder."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        for name, node in (cfg.get("callbacks") or {}).items():
+            if node is None:
+                continue
+            if "dirpath" in node:
+                node.dirpath = f"{root_dir}/checkpoints"
+            if "out_dir" in node:
+                node.out_dir = f"{root_dir}/{name}"
+        for node in cfg.get("logger") or []:
+            node.save_dir = root_dir
+    return cfg
 
 
 def train_callbacks(cfg: DictConfig, root_dir: str) -> list[L.Callback]:
-    """The callbacks ``omniformer-train`` runs with, checkpoints redirected into ``root_dir``.
+    """The callbacks ``omniformer-train`` runs with, writing into ``root_dir``.
 
     The configured ones (``cfg.callbacks``: checkpointing, non-finite guard, learning-rate monitor,
-    progress bar, ...) plus the per-step ones ``train.py`` adds itself (throughput, per-step
-    seeding) where this version of omniformer has them.
+    progress bar, ...), built by ``train.py``'s own :func:`~omniformer.train.build_callbacks`, plus
+    the per-step ones ``train.py`` adds itself: throughput and per-step seeding.
     """
-    from omniformer import callbacks as omni_callbacks
+    return [*build_callbacks(_redirected(cfg, root_dir)), Throughput(), StepSeed(int(cfg.seed))]
 
-    built: list[L.Callback] = []
-    for name, node in (cfg.get("callbacks") or {}).items():
-        if node is None:
-            continue
-        extra = {"dirpath": f"{root_dir}/checkpoints"} if "dirpath" in node else {}
-        if "out_dir" in node:
-            extra["out_dir"] = f"{root_dir}/{name}"
-        built.append(instantiate(node, **extra))
-    built.append(omni_callbacks.Throughput())
-    step_seed = getattr(omni_callbacks, "StepSeed", None)
-    if step_seed is not None:
-        built.append(step_seed(int(cfg.seed)))
-    return built
+
+def train_loggers(cfg: DictConfig, root_dir: str) -> list:
+    """The loggers ``omniformer-train`` runs with (``train.py``'s :func:`~omniformer.train.build_loggers`),
+    writing into ``root_dir``."""
+    return build_loggers(_redirected(cfg, root_dir))
 
 
 def lightning_trainer(
@@ -338,23 +361,17 @@ def lightning_trainer(
     steps: int,
     device: torch.device,
     precision: str,
-    callbacks: list[L.Callback],
-    default_callbacks: bool,
+    callbacks: Sequence[L.Callback],
+    loggers: Sequence = (),
+    summary: bool = False,
     root_dir: str,
 ) -> L.Trainer:
     """The ``Trainer`` of ``cfg.trainer`` for a timed run without validation.
 
-    ``default_callbacks=False``: no logger, checkpoints, progress bar or model summary — the loop
-    itself. ``default_callbacks=True``: what ``omniformer-train`` runs with (its callbacks, see
-    :func:`train_callbacks`, and its loggers, writing into ``root_dir``).
+    It runs exactly ``callbacks`` and ``loggers``: with none, no logger, checkpoints, progress bar or
+    model summary — the loop itself. Checkpointing and the progress bar are on when a callback
+    provides them (:func:`train_callbacks`).
     """
-    extra: list[L.Callback] = []
-    loggers: list | bool = False
-    if default_callbacks:
-        extra = train_callbacks(cfg, root_dir)
-        loggers = [instantiate(node, save_dir=root_dir) for node in (cfg.get("logger") or [])] or False
-    checkpointing = any(isinstance(c, ModelCheckpoint) for c in extra)
-    progress = any(isinstance(c, ProgressBar) for c in extra)
     return instantiate(
         cfg.trainer,
         accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -364,31 +381,13 @@ def lightning_trainer(
         max_epochs=-1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        enable_checkpointing=checkpointing,
-        enable_progress_bar=progress,
-        enable_model_summary=default_callbacks,
-        logger=loggers,
-        callbacks=[*extra, *callbacks],
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+        enable_model_summary=summary,
+        logger=list(loggers) or False,
+        callbacks=list(callbacks),
         default_root_dir=root_dir,
     )
-
-
-def _clip_without_scaler(task: L.LightningModule):
-    """``configure_gradient_clipping`` for precisions without a GradScaler (``32-true``, ``bf16-mixed``).
-
-    Lightning's mixed-precision plugin refuses to clip whenever the optimizer is fused (fused AdamW
-    "unscales gradients internally"), even for bf16, where there is no scaler and nothing to unscale:
-    ``omniformer-train trainer.precision=bf16-mixed`` with the default ``gradient_clip_val=1.0`` and
-    fused AdamW stops with that error. Until the tasks handle it (see benchmarks/README.md), the
-    benchmark clips as the plain loop does: ``clip_grad_norm_`` over the optimizer's parameters.
-    """
-
-    def configure_gradient_clipping(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        if gradient_clip_val:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-
-    return configure_gradient_clipping
 
 
 def train_lightning(
@@ -401,9 +400,15 @@ def train_lightning(
     device: torch.device,
     precision: str = "32-true",
     default_callbacks: bool = False,
+    callbacks: Sequence[L.Callback] = (),
     check_syncs: bool = False,
 ) -> Measurement:
-    """omniformer's path: ``Trainer.fit(task, datamodule)`` as ``omniformer-train`` builds them."""
+    """omniformer's path: ``Trainer.fit(task, datamodule)`` as ``omniformer-train`` builds them.
+
+    ``default_callbacks=False``: the loop itself (plus ``callbacks``). ``True``: what
+    ``omniformer-train`` runs with — :func:`train_callbacks`, :func:`train_loggers` and the model
+    summary — writing into a temporary folder.
+    """
     with (
         tempfile.TemporaryDirectory(prefix="omniformer-bench-") as root,
         SyncCounter(device, check_syncs) as syncs,
@@ -411,20 +416,17 @@ def train_lightning(
     ):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         timer = StepTimer(device, warmup, syncs)
+        defaults = train_callbacks(cfg, root) if default_callbacks else []
         trainer = lightning_trainer(
             cfg,
             steps=warmup + steps,
             device=device,
             precision=precision,
-            callbacks=[timer],
-            default_callbacks=default_callbacks,
+            callbacks=[*defaults, *callbacks, timer],
+            loggers=train_loggers(cfg, root) if default_callbacks else (),
+            summary=default_callbacks,
             root_dir=root,
         )
-        if (
-            precision == "bf16-mixed"
-            and type(task).configure_gradient_clipping is L.LightningModule.configure_gradient_clipping
-        ):
-            task.configure_gradient_clipping = _clip_without_scaler(task)
         with PeakMemory(device) as memory:
             trainer.fit(task, datamodule=datamodule)
             seconds = timer.clock.step_seconds()
@@ -470,3 +472,32 @@ def infer(
     finally:
         net.train()
     return Measurement(seconds, data, memory.peak_mib, memory.kind, None, clock.cpu_seconds())
+
+
+def infer_lightning(
+    task: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    *,
+    warmup: int,
+    device: torch.device,
+    precision: str = "32-true",
+) -> Measurement:
+    """omniformer's inference path: ``Trainer.predict`` (the task's ``predict_step``) over the data
+    module's predict loader, with no logger or callbacks besides the timer."""
+    timer = StepTimer(device, warmup, SyncCounter(device, False))
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    with PeakMemory(device) as memory:
+        trainer.predict(task, datamodule=datamodule, return_predictions=False)
+        seconds = timer.clock.step_seconds()
+    return Measurement(
+        seconds, timer.data_seconds, memory.peak_mib, memory.kind, None, timer.clock.cpu_seconds()
+    )

@@ -136,6 +136,37 @@ def test_plain_loops_run_a_task_through_its_model_step():
     assert trained.steps == inferred.steps == 2 and trained.cpu_seconds is not None
 
 
+def test_lightning_default_runs_the_callbacks_and_loggers_omniformer_train_builds(tmp_path):
+    """``lightning_default`` uses train.py's own builders, with every file redirected into a folder."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from benchmarks.runners import train_callbacks, train_lightning, train_loggers
+    from omniformer.callbacks import StepSeed, Throughput
+
+    workload = build_workloads(_bench_config().workloads)["shakespeare_char"]
+    cfg = workload.config(None, ["model.dim=16", "model.depth=1", "model.heads=1", "data.batch_size=2"])
+    callbacks = train_callbacks(cfg, str(tmp_path))
+    configured = [name for name, node in cfg.callbacks.items() if node is not None]
+    assert len(callbacks) == len(configured) + 2
+    assert isinstance(callbacks[-2], Throughput) and isinstance(callbacks[-1], StepSeed)
+    (checkpoint,) = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    assert checkpoint.dirpath == str(tmp_path / "checkpoints")
+    assert [logger.save_dir for logger in train_loggers(cfg, str(tmp_path))] == [str(tmp_path)] * len(
+        cfg.logger
+    )
+    task = workload.build(cfg).task
+    measured = train_lightning(
+        cfg,
+        task,
+        workload.build_data(cfg),
+        steps=2,
+        warmup=1,
+        device=torch.device("cpu"),
+        default_callbacks=True,
+    )
+    assert measured.steps == 2 and task.trainer.global_step == 3
+
+
 def _check_png(path: Path) -> None:
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE, path
