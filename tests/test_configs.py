@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from tests.conftest import compose_train
 
 CONF = Path(__file__).resolve().parents[1] / "omniformer" / "conf"
-# Groups chosen in train.yaml's defaults list; other folders (hydra/, suite/) belong to other entry points.
+# Groups chosen in train.yaml's defaults list (the benchmark suite's configs live in benchmarks/conf/).
 TRAIN_GROUPS = ["task", "data", "model", "optim", "trainer", "logger", "callbacks", "experiment", "debug"]
 
 
