@@ -12,13 +12,18 @@ Two layers, both before any data is read:
   from outside the package without a schema is checked the same way.
 * **Cross-key checks** no single schema can express: heads dividing the width, rotary head size,
   block size vs positions, patch size vs image size, image tokens vs positions, which metric the
-  checkpoint watches, a task reading the modality its data yields.
+  checkpoint watches, a task reading the modality its data yields, a step limit and gradient
+  clipping that mean something.
+* **Keys nothing reads**: a top-level key that is not one of :data:`TRAIN_KEYS` (``+seeed=5``), and
+  a callback or logger without a ``_target_`` (``+callbacks.checkpont.every_n_train_steps=5``), with
+  the close matches.
 
 Every problem is reported in one ``ConfigError`` listing ``key=value: reason`` lines.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 from collections.abc import Mapping, Sequence
@@ -250,6 +255,23 @@ TASK_METRICS = {
     "omniformer.tasks.classification.ClassificationTask": {"val_loss", "val_acc", "val_f1", "val_acc_top5"},
 }
 _HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+#: The top-level keys of a ``train`` config: conf/train.yaml's groups and values (a test keeps them
+#: equal), ``data_spec`` (filled in at run time) and ``hydra``. Anything else is read by nothing.
+TRAIN_KEYS = (
+    "seed",
+    "ckpt_path",
+    "compile",
+    "test_after_fit",
+    "data_spec",
+    "data",
+    "model",
+    "optim",
+    "trainer",
+    "logger",
+    "callbacks",
+    "task",
+    "hydra",
+)
 _UNSET = object()
 
 
@@ -521,6 +543,18 @@ def _cross_checks(cfg: DictConfig, problems: list[str]) -> None:
             "trainer.accelerator='cpu': Lightning's FSDP strategy needs GPUs; for several CPU processes use "
             "trainer=ddp_cpu"
         )
+    # A step limit of 0 trains nothing and reports the random init; negative clipping clips nothing.
+    if isinstance(max_steps, int) and (max_steps == 0 or max_steps < -1):
+        problems.append(
+            f"trainer.max_steps={max_steps}: must be a positive number of optimizer steps, or -1 for no step "
+            "limit (trainer.max_epochs decides)"
+        )
+    clip = _value(trainer, "gradient_clip_val") if trainer is not None else None
+    if isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip < 0:
+        problems.append(
+            f"trainer.gradient_clip_val={clip}: must be positive (the largest gradient norm or value), or "
+            "null or 0 for no clipping"
+        )
     # Top-level keys.
     for key, kinds, expected in (
         ("seed", (int,), "an int"),
@@ -585,13 +619,50 @@ def _image_tokenizer(cfg: DictConfig) -> DictConfig | None:
     return node if isinstance(node, DictConfig) else None
 
 
+def _close(key: str, known: Any, prefix: str = "") -> str:
+    """``; did you mean <prefix><match>?`` for the known names closest to ``key`` (or nothing)."""
+    matches = difflib.get_close_matches(key, [str(k) for k in known], n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(prefix + m for m in matches)}?" if matches else ""
+
+
+def _unread_keys(cfg: DictConfig, problems: list[str]) -> None:
+    """Keys nothing reads: unknown top-level keys, callbacks and loggers without a ``_target_``."""
+    for key in cfg:
+        if key not in TRAIN_KEYS:
+            problems.append(
+                f"{key}={_show(cfg._get_node(key))}: unknown top-level key{_close(str(key), TRAIN_KEYS)} "
+                f"(top-level keys: {', '.join(k for k in TRAIN_KEYS if k != 'hydra')})"
+            )
+    callbacks = cfg._get_node("callbacks") if "callbacks" in cfg else None
+    if isinstance(callbacks, DictConfig) and not callbacks._is_none():
+        untargeted = [
+            name
+            for name in callbacks
+            if isinstance(callbacks._get_node(name), DictConfig)
+            and not callbacks._get_node(name)._is_none()
+            and "_target_" not in callbacks._get_node(name)
+        ]
+        for name in untargeted:
+            others = [k for k in callbacks if k not in untargeted]
+            problems.append(
+                f"callbacks.{name}={_show(callbacks._get_node(name))}: a callback needs a _target_ (the "
+                f"class to build){_close(str(name), others, 'callbacks.')}"
+            )
+    loggers = cfg._get_node("logger") if "logger" in cfg else None
+    if isinstance(loggers, ListConfig) and not loggers._is_none():
+        for i, node in enumerate(loggers):
+            if isinstance(node, DictConfig) and not node._is_none() and "_target_" not in node:
+                problems.append(f"logger[{i}]={_show(node)}: a logger needs a _target_ (the class to build)")
+
+
 def check_train_config(cfg) -> None:
     """Validate a composed ``train`` config; raise :class:`ConfigError` before any data is read.
 
-    Checks the data node against its schema, every ``_target_`` node against its signature, and the
-    cross-key rules listed in the module docstring.
+    Checks the data node against its schema, every ``_target_`` node against its signature, the
+    cross-key rules, and keys that nothing reads (see the module docstring).
     """
     problems: list[str] = []
+    _unread_keys(cfg, problems)
     schema_checked: set[str] = set()
     data = cfg.get("data")
     if isinstance(data, DictConfig) and isinstance(data.get("_target_"), str):

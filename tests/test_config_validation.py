@@ -9,7 +9,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import MISSING
 
-from omniformer.config import DATA_SCHEMA_NAMES, ConfigError, check_train_config
+from omniformer.config import DATA_SCHEMA_NAMES, TRAIN_KEYS, ConfigError, check_train_config
 from omniformer.train import run
 from tests.conftest import compose_train
 
@@ -71,6 +71,13 @@ CASES = [
         "trainer.use_distributed_samplr=False: unknown key for lightning.Trainer",
     ),
     (["+callbacks.checkpoint.every_n_step=5"], "callbacks.checkpoint.every_n_step=5: unknown key for"),
+    (["+seeed=5"], "seeed=5: unknown top-level key; did you mean seed? (top-level keys: seed, ckpt_path,"),
+    (["+steps=5"], "steps=5: unknown top-level key (top-level keys: seed,"),
+    (
+        ["+callbacks.checkpont.every_n_train_steps=5"],
+        "callbacks.checkpont={'every_n_train_steps': 5}: a callback needs a _target_ (the class to build); "
+        "did you mean callbacks.checkpoint?",
+    ),
     (
         ["task.net.tokenizers.text._target_=omniformer.tokenizers.Nope"],
         "task.net.tokenizers.text._target_='omniformer.tokenizers.Nope': cannot be imported",
@@ -116,6 +123,15 @@ CASES = [
         "callbacks.checkpoint.monitor='val_accuracy': ClassificationTask logs",
     ),
     (["trainer.max_steps=-1"], "trainer.max_steps=-1: language-model windows are sampled endlessly"),
+    (
+        ["trainer.max_steps=0"],
+        "trainer.max_steps=0: must be a positive number of optimizer steps, or -1 for no step limit",
+    ),
+    ([*IMAGE, "trainer.max_steps=-5"], "trainer.max_steps=-5: must be a positive number of optimizer steps"),
+    (
+        ["trainer.gradient_clip_val=-1"],
+        "trainer.gradient_clip_val=-1.0: must be positive (the largest gradient norm or value), or null or 0",
+    ),
     (
         ["trainer=fsdp", "trainer.accelerator=cpu"],
         "trainer.accelerator='cpu': Lightning's FSDP strategy needs GPUs",
@@ -198,6 +214,10 @@ def shipped_combinations() -> list[list[str]]:
 @pytest.mark.parametrize("overrides", shipped_combinations(), ids=lambda o: " ".join(o))
 def test_the_shipped_configs_pass(overrides):
     check_train_config(compose_train(overrides))
+
+
+def test_the_top_level_keys_are_those_train_yaml_composes():
+    assert set(compose_train([]).keys()) | {"hydra"} == set(TRAIN_KEYS)
 
 
 def test_data_schemas_are_registered_for_the_defaults_lists():
