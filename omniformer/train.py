@@ -33,6 +33,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
@@ -43,8 +44,9 @@ from omniformer.callbacks import NonFiniteGuard, NonFiniteLossError, RunInfo, St
 from omniformer.checkpoint import SECTION, safe_torch_load
 from omniformer.checkpoint_io import AtomicCheckpointIO, RunCheckpoint
 from omniformer.config import check_train_config, register_schemas
-from omniformer.files import atomic_write_text, write_json
+from omniformer.files import WriteError, atomic_write_text, write_json
 from omniformer.resume import RestoreLoaderState, make_resumable
+from omniformer.run_lock import RunFolderError, hold_run_folder, prepare_run_folder
 from omniformer.signals import GracefulStop, StopRequested
 
 log = logging.getLogger("omniformer")
@@ -185,16 +187,25 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit the configured task; return the metrics written to ``results.json``.
 
     Raises:
+        RunFolderError: ``run_dir`` cannot be written, or another run holds it (before anything else).
         ConfigError: the config is invalid (before any data is read).
         StopRequested: SIGTERM / SIGINT stopped training after saving ``last.ckpt``.
         NonFiniteLossError: a non-finite loss stopped training (``callbacks.nonfinite.action=stop``).
+        WriteError: a checkpoint or result could not be written (full disk...).
     """
+    with hold_run_folder(run_dir):  # one run per folder, for the whole run (omniformer.run_lock)
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     resume = read_resume(ckpt_path) if ckpt_path else None
+    if resume is not None:
+        _check_resume_task(resume, cfg)
     configured = build_callbacks(cfg)  # before the data: a bad callback argument fails first
     for callback in configured:
         if isinstance(callback, RunCheckpoint):
@@ -306,6 +317,31 @@ def _check_resume(resume: Resume, artifacts: dict[str, str], config: dict[str, A
             )
 
 
+def _trained_as(config: dict[str, Any]) -> tuple[str, str]:
+    """``(task class, modality)`` of a config, and how to say it: ``ClassificationTask on image data
+    (omniformer.data.MNISTDataModule)``."""
+    task, data = config.get("task") or {}, config.get("data") or {}
+    name, modality = str(task.get("_target_", "?")).rsplit(".", 1)[-1], task.get("modality")
+    on = f" on {modality} data" if isinstance(modality, str) else ""
+    return f"{name}/{modality}", f"{name}{on} ({data.get('_target_', '?')})"
+
+
+def _check_resume_task(resume: Resume, cfg: DictConfig) -> None:
+    """Refuse a checkpoint of another task or modality before any data is read (Lightning would read
+    the data, then list every missing and unexpected weight)."""
+    if not resume.config:
+        return
+    keys = {"task": ("_target_", "modality"), "data": ("_target_",)}
+    config = {group: {k: OmegaConf.select(cfg, f"{group}.{k}") for k in keys[group]} for group in keys}
+    (before, trained), (now, this) = _trained_as(resume.config), _trained_as(config)
+    if before != now:
+        raise ValueError(
+            f"ckpt_path: {resume.path} was trained as {trained}; this run is {this}. Resume it with the "
+            "task and data it was trained with, or start from it with model.backbone.init_from=<checkpoint> "
+            "(the backbone only)"
+        )
+
+
 def _last_checkpoint_note(trainer: L.Trainer) -> str:
     path = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
     if path and Path(path).is_file():
@@ -372,7 +408,7 @@ def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -
     with initialize_config_module("omniformer.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     out = Path(run_dir) if run_dir is not None else Path(cfg.hydra.run.dir)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_folder(out)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out.resolve())
     HydraConfig.instance().set_config(cfg)  # `${hydra:runtime.output_dir}` in callbacks and loggers
@@ -393,6 +429,8 @@ def main(cfg: DictConfig) -> float | None:
     check_launch(run_dir, fixed)
     try:
         results = train(cfg, run_dir)
+    except (RunFolderError, WriteError) as err:  # the message says it all; Lightning's frames would bury it
+        raise CompactHydraException(str(err)) from None
     except StopRequested as stop:
         if _is_rank_zero():
             where = f"Checkpoint: {stop.checkpoint}" if stop.checkpoint else "No checkpoint was written."
