@@ -19,13 +19,16 @@ truncated or corrupt file instead of failing deep inside ``torch.load``.
 
 :class:`RunCheckpoint` is the ``ModelCheckpoint`` that decides *when*: ``best.ckpt`` only right
 after a validation (so its weights are the ones the score was measured on), ``last.ckpt`` every
-``every_n_train_steps`` optimizer steps, after every validation and when training ends.
+``every_n_train_steps`` optimizer steps, after every validation and when training ends. A run folder
+holds one ``last.ckpt`` and one ``best.ckpt``, also after it was copied or moved.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -78,6 +81,12 @@ class RunCheckpoint(ModelCheckpoint):
     compared right after a validation, and ``last.ckpt`` holds everything needed to continue
     (model, optimizer, schedule, loop counters, data-sampler position, the best-so-far record).
 
+    ``last.ckpt`` is always that one file: Lightning's version counter would write ``last-v1.ckpt``
+    beside an existing ``last.ckpt`` it does not recognise as its own (a fresh run in a used folder, a
+    resumed copy of a run folder), while ``ckpt_path=last`` keeps reading ``last.ckpt``. With
+    ``save_top_k`` 0 or 1 the best is likewise always ``best.ckpt``. A run folder copied or moved
+    elsewhere resumes as itself: the file names its checkpoints record are read as this folder's.
+
     Args:
         every_n_train_steps: write ``last.ckpt`` every this many optimizer steps (``None`` or 0:
             only after validations and at the end).
@@ -100,11 +109,14 @@ class RunCheckpoint(ModelCheckpoint):
                 f"callbacks.checkpoint.every_n_train_steps={every_n_train_steps!r} must be a positive "
                 "number of optimizer steps (or null)"
             )
+        # One best file needs no versions: it is replaced (a constant `filename` with more kept needs them).
+        kwargs.setdefault("enable_version_counter", kwargs.get("save_top_k", 1) not in (0, 1))
         super().__init__(*args, **kwargs)
         self.every_n_train_steps = every_n_train_steps or 0
         self.resuming = False  # set by omniformer-train when it continues a run (quiets a warning)
         self._last_saved_step: int | None = None  # global step of the latest last.ckpt
         self._best_judged_step: int | None = None  # global step the best was last judged at
+        self._resumed_from: str | None = None  # the checkpoint this fit continues, if any
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         with warnings.catch_warnings():
@@ -169,8 +181,51 @@ class RunCheckpoint(ModelCheckpoint):
         self._last_saved_step = trainer.global_step
         return self.last_model_path
 
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        # Only ever one last.ckpt: ckpt_path=last reads that name, never a last-v1.ckpt beside it.
+        counter, self._enable_version_counter = self._enable_version_counter, False
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self._enable_version_counter = counter
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "every_n_train_steps": self.every_n_train_steps}
 
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: Any) -> None:
+        self._resumed_from = trainer.ckpt_path  # called right before load_state_dict
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict({k: v for k, v in state_dict.items() if k != "every_n_train_steps"})
+        state = {k: v for k, v in state_dict.items() if k != "every_n_train_steps"}
+        super().load_state_dict(self._moved_here(state))
+
+    def _moved_here(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` with its file names under this ``dirpath`` when the run folder was copied or moved
+        here: the resumed checkpoint is in this folder, and so is every file it names from its old one.
+        Otherwise (another run's checkpoint continued in a new folder) ``state`` is unchanged.
+
+        Lightning drops the best-so-far record and ``last_model_path`` when the folder differs, and its
+        best path keeps pointing into the old folder.
+        """
+        old, new = state.get("dirpath"), self.dirpath
+        resumed = self._resumed_from
+        if not old or not new or old == new or not resumed or Path(resumed).resolve().parent != Path(new):
+            return state
+
+        def here(path: Any) -> Any:
+            if isinstance(path, str) and path and Path(path).parent == Path(old):
+                return os.path.join(new, Path(path).name)
+            return path
+
+        moved = {
+            **state,
+            "dirpath": new,
+            "best_k_models": {here(k): v for k, v in (state.get("best_k_models") or {}).items()},
+        }
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            moved[key] = here(state.get(key))
+        named = [moved[k] for k in ("best_model_path", "last_model_path") if moved.get(k)]
+        named += list(moved["best_k_models"])
+        if named and all(Path(p).is_file() for p in named):
+            return moved
+        return state  # started from another run's checkpoint in a new folder: Lightning's behaviour
