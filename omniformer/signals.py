@@ -106,7 +106,7 @@ class GracefulStop(Checkpoint):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not trainer.fit_loop._should_accumulate():
-            self._stop_if_requested(trainer)
+            self._stop_if_requested(trainer, log_step=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
@@ -124,15 +124,31 @@ class GracefulStop(Checkpoint):
         self._restore()
 
     # -- stopping ------------------------------------------------------------------------------------
-    def _stop_if_requested(self, trainer: L.Trainer) -> None:
+    def _stop_if_requested(self, trainer: L.Trainer, log_step: bool = False) -> None:
         requested = self.requested is not None
         if trainer.world_size > 1:  # every rank must save (a collective) and stop at the same step
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
         if not requested:
             return
         signum = self.requested if self.requested is not None else signal.SIGTERM
+        if log_step:
+            self._log_this_step(trainer)
         path = self._save(trainer)
         raise StopRequested(signum, trainer.global_step, path)
+
+    @staticmethod
+    def _log_this_step(trainer: L.Trainer) -> None:
+        """Log the finished step's metrics (``train_loss``...) and flush the loggers now.
+
+        Lightning logs a step's metrics after ``on_train_batch_end``, which the stop never returns to,
+        and only every ``trainer.log_every_n_steps`` steps: the step ``last.ckpt`` holds would have no
+        row in ``logs/metrics.csv``, and the resumed run starts after it.
+        """
+        connector = trainer._logger_connector  # private Lightning API (2.x), hence the guard
+        try:
+            connector.log_metrics(connector.metrics["log"])
+        except Exception as err:  # the checkpoint matters more than the row
+            log.warning("could not log step %d's metrics before stopping: %s", trainer.global_step, err)
 
     def _save(self, trainer: L.Trainer) -> str | None:
         from omniformer.checkpoint_io import RunCheckpoint
