@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from omniformer.checkpoint import load_checkpoint, task_from_checkpoint
+from omniformer.checkpoint_io import AtomicCheckpointIO
 from omniformer.train import run
 from tests.test_resume import LM, crash, losses, record
 
@@ -23,13 +24,13 @@ def eager_checkpoint(tmp_path_factory):
 def test_state_dicts_with_compile_prefixes_load_everywhere(eager_checkpoint, tmp_path):
     """A checkpoint written around a ``torch.compile`` wrapper (``_orig_mod.`` in every backbone key)
     loads for inference and resumes training."""
-    checkpoint = torch.load(eager_checkpoint, weights_only=True)
+    checkpoint = load_checkpoint(eager_checkpoint)
     checkpoint["state_dict"] = {
         k.replace("net.backbone.", "net.backbone._orig_mod."): v for k, v in checkpoint["state_dict"].items()
     }
     assert any("_orig_mod." in k for k in checkpoint["state_dict"])
     prefixed = tmp_path / "prefixed.ckpt"
-    torch.save(checkpoint, prefixed)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, prefixed)  # as a writer with the wrapper would
     task = task_from_checkpoint(load_checkpoint(prefixed))
     reference = task_from_checkpoint(load_checkpoint(eager_checkpoint))
     ids = torch.randint(0, 300, (2, 8))
