@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 
 from omniformer.checkpoint import FORMAT_VERSION, SECTION, clean_state_dict
-from omniformer.resume import mix_seed, seed_all
+from omniformer.seeding import mix_seed, seed_all
 
 log = logging.getLogger("omniformer")
 

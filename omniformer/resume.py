@@ -3,8 +3,8 @@
 A run resumed from a checkpoint written in the middle of an epoch must see the same remaining
 batches, in the same order, with the same augmentations, as the uninterrupted run. Lightning 2.6
 restores the epoch and batch counters but restarts a plain ``DataLoader`` from the beginning of a
-freshly shuffled epoch (and warns). :func:`make_resumable` wraps a data module's
-``train_dataloader()`` so that, for map-style datasets:
+freshly shuffled epoch (and warns). A data module builds its training loader with
+:func:`training_loader`, which rebuilds it (:func:`resumable_loader`) so that, for map-style datasets:
 
 * the order of an epoch is a pure function of ``(seed, epoch)`` — the same permutation as
   ``torch.utils.data.DistributedSampler`` (so a 2-process run's global batches are a 1-process
@@ -16,20 +16,20 @@ freshly shuffled epoch (and warns). :func:`make_resumable` wraps a data module's
   loaders): the checkpoint records the epoch and how many batches of it were trained on, and a
   resumed run skips exactly those.
 
-Iterable datasets (the language-model windows) are left alone: they resume on their own (batch
-``i`` depends only on ``(seed, i)`` and the data module starts at ``trainer.global_step``).
+``seed`` is the run's seed as Lightning records it (:func:`run_seed`). Iterable datasets are left
+alone: they must resume on their own, as the language model's window loader does
+(:class:`omniformer.data.windows.WindowLoader`: batch ``i`` depends only on ``(seed, i)``, and its
+state is the batch to start from).
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import (
     BatchSampler,
@@ -40,62 +40,9 @@ from torch.utils.data import (
     RandomSampler,
     Sampler,
     SequentialSampler,
-    get_worker_info,
 )
 
-_MASK = 2**63 - 1
-
-
-def mix_seed(*parts: int) -> int:
-    """One 63-bit seed from several integers (a simple polynomial hash; distinct inputs stay distinct)."""
-    seed = 0
-    for part in parts:
-        seed = (seed * 1_000_003 + int(part) + 1) & _MASK
-    return seed
-
-
-def seed_all(seed: int) -> None:
-    """Seed torch's CPU generator, ``random`` and NumPy's global generator with ``seed``.
-
-    ``torch.default_generator.manual_seed`` rather than ``torch.manual_seed``: the latter also
-    queues CUDA seeding and costs ~100x more, which matters when it runs once per sample.
-    """
-    torch.default_generator.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-@contextlib.contextmanager
-def preserved_rng():
-    """Restore the torch (CPU), ``random`` and NumPy generator states when the block ends.
-
-    In the main process this keeps sample loading from moving the training step's random stream. In
-    a loader worker process nothing else draws from those generators (every sample is seeded anew),
-    so the save/restore (~80 µs, mostly NumPy's) is skipped.
-    """
-    if get_worker_info() is not None:
-        yield
-        return
-    torch_state, py_state, np_state = (
-        torch.default_generator.get_state(),
-        random.getstate(),
-        np.random.get_state(),
-    )
-    try:
-        yield
-    finally:
-        torch.default_generator.set_state(torch_state)
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: int):
-    """Run a block under ``seed`` for torch (CPU), ``random`` and NumPy, then restore their states
-    (see :func:`preserved_rng`)."""
-    with preserved_rng():
-        seed_all(seed)
-        yield
+from omniformer.seeding import mix_seed, preserved_rng, seed_all, seeded_rng
 
 
 class SeededDataset(Dataset):
@@ -294,24 +241,40 @@ def resumable_loader(loader: DataLoader, seed: int, num_replicas: int = 1, rank:
     return ResumableLoader(SeededDataset(loader.dataset), **options)
 
 
-def make_resumable(datamodule, seed: int) -> None:
-    """Wrap ``datamodule.train_dataloader`` (on this instance) so its loader resumes exactly.
+def run_seed() -> int:
+    """The run's seed as Lightning records it: ``PL_GLOBAL_SEED``, which ``seed_everything`` sets (0
+    when unset). Lightning seeds the ``DistributedSampler`` it injects with the same value."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
-    The wrapped method reads the trainer's world size and rank when Lightning calls it (after the
-    process group exists). Nothing happens with ``trainer.overfit_batches`` (Lightning replaces the
-    sampler with a sequential one there) or for loaders :func:`resumable_loader` cannot rebuild.
+
+def training_loader(datamodule: L.LightningDataModule, loader: DataLoader, seed: int | None = None):
+    """``loader``, the training loader ``datamodule`` built, made resumable for the trainer it is
+    attached to (world size and rank; one process without a trainer).
+
+    Every omniformer data module returns its training loader through this function; a plug-in data
+    module does the same to resume mid-epoch exactly. ``seed`` defaults to :func:`run_seed`. With
+    ``trainer.overfit_batches`` the loader is returned as it is (Lightning replaces its sampler with a
+    sequential one there), as are loaders :func:`resumable_loader` cannot rebuild.
+    """
+    trainer = datamodule.trainer
+    if trainer is not None and trainer.overfit_batches:
+        return loader
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+    return resumable_loader(loader, run_seed() if seed is None else seed, num_replicas=world, rank=rank)
+
+
+def make_resumable(datamodule, seed: int) -> None:
+    """Deprecated: replaces ``datamodule.train_dataloader`` on this instance by one that returns
+    :func:`training_loader` of its loader. Data modules now call :func:`training_loader` themselves
+    (for omniformer's own this wrapper changes nothing); kept until ``benchmarks/image_throughput.py``
+    stops calling it.
     """
     original = datamodule.train_dataloader
     if getattr(original, "_omniformer_resumable", False):
         return
 
     def train_dataloader():
-        loader = original()
-        trainer = datamodule.trainer
-        if trainer is not None and trainer.overfit_batches:
-            return loader
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        return resumable_loader(loader, seed, num_replicas=world, rank=rank)
+        return training_loader(datamodule, original(), seed)
 
     train_dataloader._omniformer_resumable = True
     train_dataloader.__doc__ = original.__doc__

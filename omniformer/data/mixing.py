@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from omniformer.seeding import stream_seed
+
 SAMPLING = ("proportional", "uniform", "weights", "all")
 
 
@@ -93,7 +95,7 @@ class TaskSchedule:
     def order(self, epoch: int) -> list[int]:
         """Member index of every step of ``epoch``."""
         if self._cache is None or self._cache[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            generator = torch.Generator().manual_seed(stream_seed(self.seed, epoch))
             members = torch.repeat_interleave(torch.arange(len(self.counts)), self.counts)
             self._cache = (epoch, members[torch.randperm(self.steps, generator=generator)].tolist())
         return self._cache[1]
