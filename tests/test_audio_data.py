@@ -13,14 +13,10 @@ import torch
 from hydra.utils import instantiate
 
 from omniformer.config import check_train_config
-from omniformer.data.audio import (
-    AudioFolderDataModule,
-    LengthBucketSampler,
-    PadCollate,
-    SpeechCommandsDataModule,
-    SpokenDigitsDataModule,
-    read_audio,
-)
+from omniformer.data import AudioFolderDataModule, SpeechCommandsDataModule, SpokenDigitsDataModule
+from omniformer.data.audio import LengthBucketSampler
+from omniformer.data.audio_files import read_audio
+from omniformer.data.collate import PadCollate
 from tests.conftest import FIXTURES, compose_train
 
 FSDD_FIXTURE = FIXTURES / "fsdd"
@@ -201,6 +197,69 @@ def test_audio_folder_bad_inputs(tmp_path):
         AudioFolderDataModule(str(root)).setup()
     with pytest.raises(ValueError, match="val_fraction"):
         AudioFolderDataModule(str(root), val_fraction=0.6, test_fraction=0.5)
+
+
+# ---------------------------------------------------------------------------------- AudioFolder split folders
+def speakers_folder(root: Path, layout: dict[str, list[str]]) -> Path:
+    """``root/<split>/<digit>/<speaker>_<take>.wav`` from the FSDD fixture's clips, one set of takes
+    (0, 5, 6) per speaker: ``layout`` maps each split folder to the speakers it holds."""
+    for split, speakers in layout.items():
+        for speaker in speakers:
+            for clip in sorted((FSDD_FIXTURE / "recordings").glob("*.wav")):
+                digit, _, take = clip.stem.split("_")
+                (root / split / digit).mkdir(parents=True, exist_ok=True)
+                shutil.copy(clip, root / split / digit / f"{speaker}_{take}.wav")
+    return root
+
+
+def speakers(items) -> set[str]:
+    return {path.stem.split("_")[0] for path, _ in items}
+
+
+def test_audio_folder_holds_a_speaker_out_with_a_test_folder(tmp_path):
+    layout = {"train": ["theo", "jackson", "yweweler"], "test": ["nicolas"]}
+    root = speakers_folder(tmp_path / "digits", layout)
+    dm = AudioFolderDataModule(str(root), val_fraction=0.2, test_fraction=0.2, sample_rate=8000, batch_size=2)
+    dm.setup()
+    assert dm.spec()["class_names"] == ["0", "1"]
+    # the whole held-out speaker is the test split, and nowhere else; validation is held out of train/
+    assert speakers(dm.splits["test"]) == {"nicolas"} and len(dm.splits["test"]) == 6
+    assert "nicolas" not in speakers(dm.splits["train"]) | speakers(dm.splits["val"])
+    per_class = [sum(label == c for _, label in dm.splits["val"]) for c in (0, 1)]
+    assert per_class == [2, 2] and len(dm.splits["train"]) == 14  # round(9 · 0.2) of each class
+    again = AudioFolderDataModule(str(root), val_fraction=0.2, test_fraction=0.2)
+    again.setup()
+    assert again.splits == dm.splits  # deterministic
+    waves, lengths, labels = next(iter(dm.test_dataloader()))
+    assert waves.shape[0] == 2 == len(labels) and int(lengths.max()) == waves.shape[1]
+
+
+def test_audio_folder_with_every_split_folder_holds_nothing_out(tmp_path):
+    root = speakers_folder(tmp_path / "digits", {"train": ["theo", "jackson"], "val": ["george"]})
+    shutil.copytree(root / "val" / "1", root / "test" / "1")  # a test folder with one class is fine
+    dm = AudioFolderDataModule(str(root), sample_rate=8000)
+    dm.setup()
+    assert {k: speakers(v) for k, v in dm.splits.items()} == {
+        "train": {"theo", "jackson"},
+        "val": {"george"},
+        "test": {"george"},
+    }
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 12, "val": 6, "test": 3}
+    assert {label for _, label in dm.splits["test"]} == {1}  # "1" keeps its training label
+
+
+def test_audio_folder_refuses_mixed_layouts_and_unknown_split_classes(tmp_path):
+    flat = make_tone_folder(tmp_path / "tones")
+    shutil.copytree(flat / "low", flat / "val")  # a class literally named val, no train/
+    with pytest.raises(ValueError, match=r"has a 'val' folder but no 'train' folder: lay the data out as"):
+        AudioFolderDataModule(str(flat)).setup()
+    shutil.copytree(flat / "high", flat / "train")
+    with pytest.raises(ValueError, match=r"split folders \(train, val\) beside other folders \(high, low\)"):
+        AudioFolderDataModule(str(flat)).setup()
+    nested = speakers_folder(tmp_path / "digits", {"train": ["theo"], "val": ["george"]})
+    shutil.copytree(nested / "val" / "1", nested / "val" / "7")
+    with pytest.raises(ValueError, match=r"val/7 is a class the training folder .* does not have"):
+        AudioFolderDataModule(str(nested)).setup()
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

@@ -14,15 +14,15 @@ import torchvision
 from hydra.utils import instantiate
 from PIL import Image
 
-from omniformer.data.image import (
+from omniformer.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     FashionMNISTDataModule,
     ImageFolderDataModule,
     MNISTDataModule,
-    default_data_root,
-    split_indices,
 )
+from omniformer.data.image import default_data_root
+from omniformer.data.splits import split_indices
 from omniformer.tasks.classification import check_labels
 from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data
 
@@ -314,6 +314,10 @@ def test_image_folder_bad_layouts_name_the_folder(tmp_path):
     make_image_folder(nested / "val", per_class=1, classes={"purple": (120, 0, 120)})
     with pytest.raises(ValueError, match=r"class folders \['purple'\] that the training split does not have"):
         folder_dm(nested).setup("fit")
+    mixed = make_image_folder(tmp_path / "mixed", per_class=2)
+    make_image_folder(mixed / "test", per_class=1)  # a class named test, or a split without train/?
+    with pytest.raises(ValueError, match=r"mixed has a 'test' folder but no 'train' folder: lay"):
+        folder_dm(mixed).setup("fit")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         folder_dm(tmp_path / "nowhere").setup("fit")
     with pytest.raises(ValueError, match=r"data\.image_size is required"):
@@ -433,7 +437,7 @@ def test_tensor_images_are_torchvisions_pixels(tmp_path, skip_md5):
     """MNIST and CIFAR items served from the uint8 arrays equal torchvision's own PIL path."""
     from torchvision.transforms import v2
 
-    from omniformer.data.image import TensorImages
+    from omniformer.data.image_datasets import TensorImages
 
     to_image = v2.ToImage()
     mnist_raw = torchvision.datasets.MNIST(str(MNIST_FIXTURE), train=True, download=False)
@@ -452,7 +456,7 @@ def test_tensor_images_are_torchvisions_pixels(tmp_path, skip_md5):
 def test_scale_normalize_matches_todtype_and_normalize():
     from torchvision.transforms import v2
 
-    from omniformer.data.image import ScaleNormalize
+    from omniformer.data.image_transforms import ScaleNormalize
 
     mean, std = [0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616]
     reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
@@ -465,7 +469,7 @@ def test_scale_normalize_matches_todtype_and_normalize():
 
 
 def test_resize_if_needed_only_resizes_other_sizes():
-    from omniformer.data.image import ResizeIfNeeded
+    from omniformer.data.image_transforms import ResizeIfNeeded
 
     resize = ResizeIfNeeded((28, 28))
     same = torch.zeros(1, 28, 28, dtype=torch.uint8)

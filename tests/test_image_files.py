@@ -14,13 +14,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from omniformer.data.image import (
-    CIFAR10DataModule,
-    ImageFolderDataModule,
-    MNISTDataModule,
-    ScaleNormalize,
-    read_image,
-)
+from omniformer.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
+from omniformer.data.image_files import read_image
+from omniformer.data.image_transforms import ScaleNormalize
 from tests.conftest import FIXTURES
 
 DIM, BRIGHT = 1000, 60000  # two 16-bit grey levels that an 8-bit conversion both clips to 255

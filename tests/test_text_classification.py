@@ -11,7 +11,9 @@ import pytest
 import torch
 
 import omniformer.data.text_classification as tc
-from omniformer.data.text_classification import TextClassificationDataModule, pad_batch, sort_classes
+from omniformer.data.collate import pad_batch
+from omniformer.data.labelled_text import sort_classes
+from omniformer.data.text_classification import TextClassificationDataModule
 from omniformer.tokenizers import TextTokenizer
 from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data, read_results, run_cli
 

@@ -1,12 +1,13 @@
-"""Image files deeper than 8 bits: 16-bit PNG, TIFF and PGM pixels scaled by their own bit depth.
+"""Reading image files: decode (errors name the file), convert to 1 or 3 channels, keep 16-bit depth.
 
-PIL converts a 16-bit grey image (mode ``I;16``) to 8-bit ``L`` by clipping every value above 255,
-so grey levels 1000 and 60000 both become white, and it reads 16-bit colour PNGs as 8-bit RGB. Such
-files are decoded here into float32 ``C×H×W`` pixels in [0, 1] (value / 65535): 16-bit grey files
-(PNG, TIFF, PGM) from PIL's own array, 16-bit colour PNGs (which PIL cannot read) through
+Files deeper than 8 bits (16-bit PNG, TIFF and PGM) are scaled by their own bit depth. PIL converts a
+16-bit grey image (mode ``I;16``) to 8-bit ``L`` by clipping every value above 255, so grey levels
+1000 and 60000 both become white, and it reads 16-bit colour PNGs as 8-bit RGB. Such files are
+decoded here into float32 ``C×H×W`` pixels in [0, 1] (value / 65535): 16-bit grey files (PNG, TIFF,
+PGM) from PIL's own array, 16-bit colour PNGs (which PIL cannot read) through
 ``torchvision.io.decode_png``. They are then converted to the model's channel count by the rules
-8-bit images follow (:func:`omniformer.data.image.convert_channels`). 8-bit files never come here:
-they keep PIL's path, pixel for pixel as before.
+8-bit images follow (:func:`convert_channels`). 8-bit files never come here: they keep PIL's path,
+pixel for pixel as before.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageChops
 from torchvision import tv_tensors
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -93,3 +94,49 @@ def match_channels(pixels: torch.Tensor, channels: int, path: str | Path, strict
         )
     weights = torch.tensor(LUMA, dtype=pixels.dtype).view(3, 1, 1)
     return tv_tensors.Image((pixels * weights).sum(dim=0, keepdim=True))
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file; one error naming the file if it is corrupt or truncated."""
+    try:
+        with open(path, "rb") as handle:
+            image = Image.open(handle)
+            image.load()  # decode now, so a truncated file fails here and not deep in a transform
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file {path} does not exist") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read image {path}: corrupt or truncated file ({err})") from None
+    return image
+
+
+def convert_channels(image: Image.Image, channels: int, path: str | Path, strict: bool) -> Image.Image:
+    """``image`` as ``L`` (``channels=1``) or ``RGB`` (``channels=3``).
+
+    Grey → RGB is always safe. Colour → grey happens only when ``strict`` is False (a dataset whose
+    config asked for ``channels: 1``) or when the colour channels are all equal; otherwise it is an
+    error naming ``path`` (a user's colour photo given to a grayscale model).
+    """
+    if image.mode in ("P", "PA", "RGBA", "LA", "CMYK", "YCbCr", "HSV", "LAB"):
+        image = image.convert("RGB") if image.mode not in ("LA",) else image.convert("L")
+    if channels == 3:
+        return image.convert("RGB")
+    if channels != 1:
+        raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if image.mode == "RGB" and strict:
+        r, g, b = image.split()
+        if ImageChops.difference(r, g).getbbox() or ImageChops.difference(r, b).getbbox():
+            raise ValueError(
+                f"{path} is a colour (RGB) image but the model reads 1-channel grayscale images; "
+                "convert the file to grayscale first (the model never saw colour)"
+            )
+    return image.convert("L")
+
+
+def read_image(path: str | Path, channels: int, strict: bool) -> Image.Image | tv_tensors.Image:
+    """Decode ``path`` and convert it to ``channels``: 8-bit files as PIL images (:func:`convert_channels`),
+    16-bit ones as float pixels in [0, 1] scaled by their bit depth (:func:`deep_pixels`)."""
+    image = load_image(path)
+    pixels = deep_pixels(image, path)
+    if pixels is not None:
+        return match_channels(pixels, channels, path, strict)
+    return convert_channels(image, channels, path, strict)

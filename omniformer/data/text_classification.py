@@ -5,7 +5,8 @@ Three on-disk layouts are read:
 * ``folder``: ``<path>/<class>/*.txt``, one document per file (the movie-review polarity corpus of
   Pang & Lee 2004, as NLTK distributes it: ``movie_reviews/{pos,neg}/*.txt``);
 * ``csv``: a header row and one document per row; ``text_key`` and ``label_key`` name the columns;
-* ``jsonl``: one JSON object per line; ``text_key`` and ``label_key`` name the keys.
+* ``jsonl``: one JSON object per line; ``text_key`` and ``label_key`` name the keys
+  (readers: :mod:`omniformer.data.labelled_text`).
 
 Documents are split once into train / validation / test, stratified by class and seeded by
 ``split_seed`` alone (the split never changes with the run's seed). A byte-level BPE vocabulary
@@ -17,160 +18,24 @@ mask, so padding is never attended to nor pooled.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from omniformer.data.classification import ClassificationDataModule
+from omniformer.data.collate import pad_batch
+from omniformer.data.labelled_text import decode, read_folder, read_table, sort_classes
+from omniformer.data.splits import stratified_split
 from omniformer.tokenizers.vocab import Vocabulary, train_vocab, vocab_from_json
 
 FormatKind = Literal["auto", "folder", "csv", "jsonl"]
 KeepKind = Literal["head", "tail"]
 CropKind = Literal["random", "same"]
-CLASSES_FILE = "classes.json"
 VOCAB_FILE = "vocab.json"
-
-
-def _decode(raw: bytes, path: Path) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"{path} is not valid UTF-8: byte offset {err.start} ({raw[err.start : err.start + 1]!r})"
-        ) from None
-
-
-def read_folder(path: Path) -> list[tuple[str, str]]:
-    """``(text, class name)`` for every ``<path>/<class>/*.txt`` file (classes and files sorted)."""
-    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise FileNotFoundError(
-            f"data.path: {path} has no class sub-folders (one folder of .txt files per class)"
-        )
-    items = []
-    for folder in classes:
-        files = sorted(f for f in folder.rglob("*.txt") if f.is_file())
-        if not files:
-            raise FileNotFoundError(f"class folder {folder} holds no .txt files")
-        items += [(_decode(f.read_bytes(), f), folder.name) for f in files]
-    return items
-
-
-def read_table(
-    path: Path, kind: Literal["csv", "jsonl"], text_key: str, label_key: str
-) -> list[tuple[str, str]]:
-    """``(text, label)`` rows of a CSV (with a header) or JSONL file; one error naming file, line and key.
-
-    A record ends only at a newline (CSV: ``\\n``, ``\\r\\n`` or ``\\r`` outside quotes; JSONL: ``\\n`` or
-    ``\\r\\n``): U+2028, U+0085, form feeds and the other breaks ``str.splitlines`` knows are ordinary
-    characters of a field. Line numbers in errors are physical lines of the file, where the record
-    starts (a CSV record with a quoted newline spans several lines).
-    """
-    text = _decode(path.read_bytes(), path)
-    read = _read_csv if kind == "csv" else _read_jsonl
-    items = read(path, text, text_key, label_key)
-    if not items:
-        raise ValueError(f"{path} holds no rows")
-    return items
-
-
-def _read_csv(path: Path, text: str, text_key: str, label_key: str) -> list[tuple[str, str]]:
-    # StringIO(newline="") splits lines as a file opened with newline="" does, as the csv module wants.
-    reader = csv.reader(io.StringIO(text, newline=""))
-    columns: list[str] | None = None
-    items: list[tuple[str, str]] = []
-    while True:
-        start = reader.line_num + 1  # line_num: physical lines read so far
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise ValueError(f"{path}:{start}: not valid CSV ({err})") from None
-        if not record:  # a blank line, skipped as csv.DictReader skips it
-            continue
-        if columns is None:
-            columns = _check_columns(record, path, text_key, label_key)
-            continue
-        row = dict(zip(columns, record))  # like DictReader: a short row lacks its last keys
-        items.append(_row(row.get(text_key), row.get(label_key), path, start, text_key, label_key))
-    if columns is None:  # no header either
-        _check_columns([], path, text_key, label_key)
-    return items
-
-
-def _check_columns(columns: list[str], path: Path, text_key: str, label_key: str) -> list[str]:
-    for key, name in ((text_key, "data.text_key"), (label_key, "data.label_key")):
-        if key not in columns:
-            raise ValueError(f"{name}={key!r}: {path} has no such column (columns: {columns})")
-    return columns
-
-
-def _read_jsonl(path: Path, text: str, text_key: str, label_key: str) -> list[tuple[str, str]]:
-    items = []
-    for line, raw in enumerate(text.split("\n"), start=1):
-        raw = raw.removesuffix("\r")
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line} is not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{line} is not a JSON object")
-        for key, name in ((text_key, "data.text_key"), (label_key, "data.label_key")):
-            if key not in row:
-                raise ValueError(f"{name}={key!r}: {path}:{line} has no such key (keys: {sorted(row)})")
-        items.append(_row(row[text_key], row[label_key], path, line, text_key, label_key))
-    return items
-
-
-def _row(text, label, path: Path, line: int, text_key: str, label_key: str) -> tuple[str, str]:
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{path}:{line}: empty or non-text {text_key!r}")
-    if label is None or isinstance(label, (list, dict)) or str(label).strip() == "":
-        raise ValueError(f"{path}:{line}: missing or non-scalar {label_key!r} ({label!r})")
-    return text, str(label).strip()
-
-
-def sort_classes(labels: Sequence[str]) -> list[str]:
-    """Distinct labels in a stable order: numerically when every label is an integer, else by name."""
-    distinct = set(labels)
-    if all(label.lstrip("-").isdigit() for label in distinct):
-        return sorted(distinct, key=int)
-    return sorted(distinct)
-
-
-def stratified_split(
-    labels: Sequence[int], val_fraction: float, test_fraction: float, seed: int
-) -> tuple[list[int], list[int], list[int]]:
-    """Deterministic ``(train, val, test)`` index lists, each class split in the same proportions."""
-    by_class: dict[int, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_class.setdefault(label, []).append(index)
-    rng = random.Random(seed)
-    train, val, test = [], [], []
-    for label in sorted(by_class):
-        members = by_class[label]
-        rng.shuffle(members)
-        n_val, n_test = round(len(members) * val_fraction), round(len(members) * test_fraction)
-        if len(members) - n_val - n_test < 1:
-            raise ValueError(
-                f"class {label} has {len(members)} document(s): too few for data.val_fraction={val_fraction} "
-                f"and data.test_fraction={test_fraction}"
-            )
-        val += members[:n_val]
-        test += members[n_val : n_val + n_test]
-        train += members[n_val + n_test :]
-    return sorted(train), sorted(val), sorted(test)
 
 
 class EncodedDocuments(Dataset):
@@ -199,16 +64,7 @@ class EncodedDocuments(Dataset):
         return ids, self.labels[index]
 
 
-def pad_batch(items: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad id sequences with 0 to the batch's longest: ``(ids B×N, lengths B, labels B)``."""
-    lengths = torch.tensor([len(ids) for ids, _ in items], dtype=torch.long)
-    out = torch.zeros(len(items), int(lengths.max()), dtype=torch.long)
-    for row, (ids, _) in enumerate(items):
-        out[row, : len(ids)] = ids
-    return out, lengths, torch.tensor([label for _, label in items], dtype=torch.long)
-
-
-class TextClassificationDataModule(L.LightningDataModule):
+class TextClassificationDataModule(ClassificationDataModule):
     """Labelled documents from a class-folder tree, a CSV or a JSONL file, as padded BPE id batches.
 
     Args:
@@ -373,32 +229,23 @@ class TextClassificationDataModule(L.LightningDataModule):
             f"{int(lengths.median())} tokens per training document (cropped to {self.max_length})"
         )
 
-    def spec(self) -> dict:
-        """Sizes the model is built from: vocabulary size, classes, class names, the longest input."""
-        if self.vocab is None or self.classes is None:
-            raise RuntimeError("spec() needs setup() first: the vocabulary comes from the training split")
-        return {
-            "vocab_size": self.vocab.size,
-            "num_classes": len(self.classes),
-            "class_names": list(self.classes),
-            "max_length": self.max_length,
-        }
+    def _vocab(self) -> Vocabulary:
+        if self.vocab is None:
+            raise RuntimeError("the vocabulary comes from the training split: call setup() first")
+        return self.vocab
 
-    def artifacts(self) -> dict[str, str]:
-        """``vocab.json`` (the BPE vocabulary) and ``classes.json`` (class names in label order)."""
-        if self.vocab is None or self.classes is None:
-            raise RuntimeError("artifacts() needs setup() first")
-        return {VOCAB_FILE: self.vocab.to_json(), CLASSES_FILE: json.dumps(self.classes)}
+    def input_spec(self) -> dict:
+        """The vocabulary size and the longest input (ids per document)."""
+        return {"vocab_size": self._vocab().size, "max_length": self.max_length}
 
-    def use_artifacts(self, artifacts: Mapping[str, str]) -> None:
-        """Take back the vocabulary and class order a checkpoint was trained with (before ``setup``)."""
+    def extra_artifacts(self) -> dict[str, str]:
+        """``vocab.json``: the BPE vocabulary."""
+        return {VOCAB_FILE: self._vocab().to_json()}
+
+    def use_extra_artifacts(self, artifacts: Mapping[str, str]) -> None:
+        """Take back the vocabulary a checkpoint was trained with (before ``setup``)."""
         if VOCAB_FILE in artifacts:
             self.vocab = vocab_from_json(artifacts[VOCAB_FILE])
-        if CLASSES_FILE in artifacts:
-            classes = json.loads(artifacts[CLASSES_FILE])
-            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-                raise ValueError(f"{CLASSES_FILE} must hold a JSON list of class names")
-            self.classes = classes
 
     def load_inputs(self, paths: Sequence[str | Path]) -> tuple[torch.Tensor, torch.Tensor]:
         """Read UTF-8 text files into one ``(ids, lengths)`` batch, cropped as for evaluation."""
@@ -409,16 +256,17 @@ class TextClassificationDataModule(L.LightningDataModule):
             path = Path(path)
             if not path.is_file():
                 raise FileNotFoundError(f"text file {path} does not exist")
-            ids = self.encode(_decode(path.read_bytes(), path))
+            ids = self.encode(decode(path.read_bytes(), path))
             if len(ids) > self.max_length:
                 ids = ids[: self.max_length] if self.keep == "head" else ids[-self.max_length :]
             items.append((ids, 0))
         ids, lengths, _ = pad_batch(items)
         return ids, lengths
 
-    def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
+    def loader(self, split: str, train: bool) -> DataLoader:
+        dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
         if dataset is None:
-            raise RuntimeError(f"no {split} split: call setup() first")
+            raise RuntimeError(f"no {'validation' if split == 'val' else split} split: call setup() first")
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -427,12 +275,3 @@ class TextClassificationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),  # page-locked: faster host→GPU copies
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, "train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, "validation", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, "test", train=False)
