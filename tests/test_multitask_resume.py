@@ -196,13 +196,19 @@ def test_sampled_members_start_at_their_own_batch_zero_and_map_style_ones_are_re
     sampled = data.train_dataloader()
     lm, noisy = sampled.iterables["lm"].loader, sampled.iterables["noisy"].loader
     assert lm.dataset.start == 0  # not trainer.global_step: the LM got only some of the steps
-    assert data.members["lm"].trainer is data.trainer  # re-attached afterwards
+    assert data.members["lm"].trainer is data.trainer
     assert isinstance(noisy, ResumableLoader) and noisy.sampler.seed == 4
-    # single-task LM training (and sampling=all, where the LM trains every step) starts at the step
-    assert data.members["lm"].train_dataloader().dataset.start == 9
+    # single-task LM training (and sampling=all, where the LM trains every step) starts where the
+    # checkpoint's loader state says: Lightning hands it to the loader, the trainer's step is not read
+    single = data.members["lm"].train_dataloader()
+    single.load_state_dict({"batches": 9})
+    next(iter(single))
+    assert single.dataset.start == 9
     every = MultiTaskDataModule(dict(data.members), sampling="all", seed=4)
     every.trainer = data.trainer
     combined = every.train_dataloader()
+    combined.iterables["lm"].load_state_dict({"batches": 9})
+    next(iter(combined.iterables["lm"]))
     assert combined.iterables["lm"].dataset.start == 9
     assert isinstance(combined.iterables["noisy"], ResumableLoader)
 

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omniformer.data.text import ContiguousWindows, RandomWindows, TextDataModule, read_text
+from omniformer.data.text import TextDataModule, read_text
+from omniformer.data.windows import ContiguousWindows, RandomWindows, WindowLoader
 from omniformer.tokenizers.vocab import BPEVocab, CharVocab, load_vocab, vocab_from_json
 from tests.conftest import SHARED_DATA, needs_shared_data
 
@@ -106,6 +107,30 @@ def test_ranks_and_workers_shard_batch_indices_without_overlap():
     loader = torch.utils.data.DataLoader(single, batch_size=None, num_workers=2)
     for got, want in zip(loader, expected):
         torch.testing.assert_close(got[0], want)
+
+
+def test_window_loader_state_is_the_batch_to_start_from():
+    """The LM loader's position arrives as state (Lightning's state_dict / load_state_dict), never
+    from the trainer; the batch Lightning's fetcher holds ahead of training is not counted."""
+    ids = np.arange(1000, dtype=np.int16)
+    single = RandomWindows(ids, block_size=8, batch_size=2, seed=3)
+    loader = WindowLoader(RandomWindows(ids, block_size=8, batch_size=2, seed=3))
+    assert loader.state_dict() == {"batches": 0}
+    it = iter(loader)
+    drawn = [next(it)[0] for _ in range(4)]  # 3 trained on, the 4th fetched ahead
+    assert all(torch.equal(got, single.batch(i)[0]) for i, got in enumerate(drawn))
+    assert loader.state_dict() == {"batches": 3}
+    resumed = WindowLoader(RandomWindows(ids, block_size=8, batch_size=2, seed=3))
+    resumed.load_state_dict(loader.state_dict())
+    assert resumed.state_dict() == {"batches": 3}  # saved again before training: nothing is lost
+    torch.testing.assert_close(next(iter(resumed))[0], single.batch(3)[0])
+    # rank 1 of 2 resumed after 3 batches each: global batch 3·2 + 1, then every other one
+    rank = WindowLoader(RandomWindows(ids, block_size=8, batch_size=2, seed=3), rank=1, world=2)
+    rank.load_state_dict({"batches": 3})
+    it = iter(rank)
+    assert [torch.equal(next(it)[0], single.batch(i)[0]) for i in (7, 9)] == [True, True]
+    with pytest.raises(ValueError, match=r"loader state \{'batches': -1\} is not"):
+        rank.load_state_dict({"batches": -1})
 
 
 def test_contiguous_windows_cover_every_target_once():

@@ -34,6 +34,7 @@ from lightning.pytorch.utilities.combined_loader import CombinedLoader
 
 from omniformer.data.mixing import SAMPLING, TaskSchedule, sampling_probabilities
 from omniformer.data.scheduled_loader import ScheduledLoader
+from omniformer.data.splits import has_split
 from omniformer.resume import resumable_loader
 
 SamplingKind = Literal["proportional", "uniform", "weights", "all"]
@@ -148,9 +149,11 @@ class MultiTaskDataModule(L.LightningDataModule):
     def train_dataloader(self) -> CombinedLoader:
         """One task per step (sampled) or every task every step (``sampling=all``).
 
-        Map-style member loaders are rebuilt as :class:`~omniformer.resume.ResumableLoader`
-        objects seeded with the run's seed, so that a run resumed from a mid-epoch checkpoint can
-        see the uninterrupted run's batches:
+        Members build resumable training loaders themselves
+        (:func:`~omniformer.resume.training_loader`); a map-style loader that is not yet one (a
+        plug-in member's) is rebuilt as a :class:`~omniformer.resume.ResumableLoader` seeded with
+        ``seed``, so that a run resumed from a mid-epoch checkpoint can see the uninterrupted run's
+        batches:
 
         * sampled mode is exact for every member, the LM's endless windows included (see
           :class:`ScheduledLoader`);
@@ -158,7 +161,8 @@ class MultiTaskDataModule(L.LightningDataModule):
           each ``ResumableLoader``'s position). With an endless member (the text LM) it is not:
           the ``CombinedLoader`` then has no length, Lightning fetches a step ahead, and it does so
           before the checkpoint's loader positions are restored, so the map-style members do not
-          continue where they were (the LM's windows do: they start at ``trainer.global_step``).
+          continue where they were (the LM's :class:`~omniformer.data.windows.WindowLoader` does:
+          its state counts the batch fetched ahead out).
         """
         for member in self.members.values():
             if member.trainer is None and self.trainer is not None:
@@ -193,18 +197,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         return CombinedLoader(scheduled, mode="min_size")
 
     def _sampled_member_loader(self, member: L.LightningDataModule):
-        """A member's training loader for sampled mode: resumable, and built as if at step 0.
-
-        The member trains only on the steps drawn for it, so the run's ``global_step`` is not its
-        position (the text LM would start its windows there); its trainer is detached while the
-        loader is built, and :class:`ScheduledLoader` restores the member's own position.
-        """
-        trainer, member.trainer = member.trainer, None
-        try:
-            loader = member.train_dataloader()
-        finally:
-            member.trainer = trainer
-        return resumable_loader(loader, self.seed)
+        """A member's training loader for sampled mode, resumable; :class:`ScheduledLoader` keeps
+        the member's own position (a member trains only on the steps drawn for it)."""
+        return resumable_loader(member.train_dataloader(), self.seed)
 
     def _all_member_loader(self, member: L.LightningDataModule):
         """A member's training loader for ``sampling=all``, resumable when it is map-style."""
@@ -220,12 +215,10 @@ class MultiTaskDataModule(L.LightningDataModule):
         return int(self.trainer.current_epoch) if self.trainer is not None else None
 
     def _evaluation(self, split: str) -> CombinedLoader:
-        loaders = {}
-        for name, member in self.members.items():
-            method = getattr(type(member), f"{split}_dataloader", None)
-            if method is None or method is getattr(L.LightningDataModule, f"{split}_dataloader"):
-                continue  # this member has no such split (a language model has no test split)
-            loaders[name] = getattr(member, f"{split}_dataloader")()
+        loaders = {
+            name: getattr(self.members[name], f"{split}_dataloader")()
+            for name in self.evaluation_names(split)
+        }
         return CombinedLoader(loaders, mode="sequential")
 
     def val_dataloader(self) -> CombinedLoader:
@@ -238,9 +231,4 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     def evaluation_names(self, split: str) -> list[str]:
         """Member names in the order of ``dataloader_idx`` for ``split`` (``val`` or ``test``)."""
-        return [
-            name
-            for name, member in self.members.items()
-            if getattr(type(member), f"{split}_dataloader", None)
-            not in (None, getattr(L.LightningDataModule, f"{split}_dataloader"))
-        ]
+        return [name for name, member in self.members.items() if has_split(member, split)]

@@ -25,9 +25,10 @@ class ScheduledLoader:
     the steps of it served, the member pass and the member batches of that pass served. After
     ``load_state_dict`` the next iteration continues exactly there. A
     :class:`~omniformer.resume.ResumableLoader` member skips the served batches without loading
-    them; any other member (e.g. the LM's ``RandomWindows``) is iterated afresh and the served
-    batches are loaded and discarded, which costs one batch load each, and is exact only if the
-    member's pass is deterministic (LM windows are: batch ``i`` depends on ``(seed, i)``).
+    them; any other member (e.g. the LM's :class:`~omniformer.data.windows.WindowLoader`, which
+    starts at its batch 0 here) is iterated afresh and the served batches are loaded and discarded,
+    which costs one batch load each, and is exact only if the member's pass is deterministic (LM
+    windows are: batch ``i`` depends on ``(seed, i)``).
 
     Args:
         loader: the member's training loader.

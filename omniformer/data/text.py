@@ -18,8 +18,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
+from omniformer.data.windows import ContiguousWindows, RandomWindows, WindowLoader
 from omniformer.tokenizers.vocab import (
     UnknownCharacterError,
     VocabKind,
@@ -77,64 +78,6 @@ def locate(parts: list[tuple[Path, str]], position: int) -> tuple[Path, int]:
             return file, text.count("\n", 0, position) + 1
         position -= len(text) + 1
     raise IndexError(f"position {position} lies beyond the corpus")
-
-
-class RandomWindows(IterableDataset):
-    """Endless batches of random ``(x, y)`` windows from a 1-D id array, ``block_size`` long.
-
-    Batch ``i`` depends only on ``(seed, i)``, so a run resumed at step ``i`` sees exactly the
-    batches the uninterrupted run would have. ``stride`` shards the batch indices between processes
-    (rank ``r`` of ``world`` starts at ``start·world + r`` with stride ``world``, so ranks never see
-    the same batch); with several loader workers, each takes every ``workers``-th of its indices and
-    the loader interleaves them back in order.
-    """
-
-    def __init__(
-        self, ids: np.ndarray, block_size: int, batch_size: int, seed: int, start: int = 0, stride: int = 1
-    ):
-        if len(ids) < block_size + 2:
-            raise ValueError(
-                f"the training split has {len(ids)} tokens, too few for data.block_size={block_size}"
-            )
-        self.ids, self.block_size, self.batch_size = ids, block_size, batch_size
-        self.seed, self.start, self.stride = seed, start, stride
-
-    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``index``-th batch: inputs and next-token targets, each ``batch_size×block_size``."""
-        ids = torch.from_numpy(self.ids)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        starts = torch.randint(len(ids) - self.block_size - 1, (self.batch_size,), generator=generator)
-        windows = ids[starts[:, None] + torch.arange(self.block_size + 1)].long()
-        return windows[:, :-1], windows[:, 1:]
-
-    def __iter__(self):
-        info = get_worker_info()
-        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        step, stride = self.start + worker * self.stride, self.stride * workers
-        while True:
-            yield self.batch(step)
-            step += stride
-
-
-class ContiguousWindows(Dataset):
-    """Every position of a split exactly once: non-overlapping windows of ``block_size`` targets."""
-
-    def __init__(self, ids: np.ndarray, block_size: int):
-        if len(ids) < 2:
-            raise ValueError(
-                "the validation split has fewer than 2 tokens; lower data.val_fraction's denominator"
-            )
-        self.ids, self.block_size = ids, block_size
-
-    def __len__(self) -> int:
-        return -(-(len(self.ids) - 1) // self.block_size)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # The last window is shifted back to full length (it overlaps its neighbour) so batches
-        # stay rectangular; its extra targets are counted twice, a negligible bias.
-        start = min(index * self.block_size, max(len(self.ids) - self.block_size - 1, 0))
-        window = torch.from_numpy(np.asarray(self.ids[start : start + self.block_size + 1])).long()
-        return window[:-1], window[1:]
 
 
 class TextDataModule(L.LightningDataModule):
@@ -254,17 +197,15 @@ class TextDataModule(L.LightningDataModule):
         """Files a checkpoint must carry to reuse this data's encoding: the vocabulary JSON."""
         return {"vocab.json": self.vocab.to_json()}
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> WindowLoader:
+        """Endless random windows, ranks interleaved; the position to start from is the loader's
+        state (a fresh loader starts at batch 0)."""
         trainer = self.trainer
-        # Batches already trained on (optimizer steps × accumulation), sharded across processes.
-        done = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         windows = RandomWindows(
-            self.train_ids, self.block_size, self.batch_size, self.seed, done * world + rank, stride=world
+            self.train_ids, self.block_size, self.batch_size, self.seed, rank, stride=world
         )
-        return DataLoader(
-            windows, batch_size=None, num_workers=self.num_workers, pin_memory=torch.cuda.is_available()
-        )
+        return WindowLoader(windows, rank, world, self.num_workers, pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
