@@ -32,7 +32,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import move_data_to_device, rank_zero_only
 from torch import Tensor, nn
 
 from omniformer.files import atomic_write_text
@@ -49,16 +49,6 @@ def _slice(batch: Any, n: int | None) -> Any:
         return type(batch)(_slice(item, n) for item in batch)
     if isinstance(batch, dict):
         return {key: _slice(value, n) for key, value in batch.items()}
-    return batch
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(item, device) for item in batch)
-    if isinstance(batch, dict):
-        return {key: _to_device(value, device) for key, value in batch.items()}
     return batch
 
 
@@ -177,7 +167,7 @@ class ResidualDiagnostics(L.Callback):
         if self.probe is None:
             raise RuntimeError("no probe batch yet: the callback takes it from the first training batch")
         blocks = self._backbone(pl_module).blocks
-        self.probe = _to_device(self.probe, pl_module.device)
+        self.probe = move_data_to_device(self.probe, pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -298,7 +288,7 @@ class ResidualDiagnostics(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         """The history and the probe batch, so a resumed run continues the same heatmap."""
         return {
-            "probe": _to_device(self.probe, torch.device("cpu")),
+            "probe": move_data_to_device(self.probe, torch.device("cpu")),
             "steps": list(self.steps),
             "ratios": self.ratios,
             "grad_steps": list(self.grad_steps),
