@@ -102,6 +102,33 @@ def test_clips_hold_the_real_digit_and_its_label(video):
     assert data.spec()["num_classes"] == 10 and data.spec()["frames"] == 6
 
 
+def test_plugin_training_loader_resumes_mid_epoch(video, monkeypatch):
+    """The plug-in builds its training loader through omniformer.resume.training_loader: a loader
+    given the position of a mid-epoch checkpoint yields the rest of that epoch's batches (order and
+    random trajectories alike)."""
+    from omniformer.resume import ResumableLoader
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "5")  # the run's seed, as seed_everything records it
+
+    def loader():
+        data = video.MovingMNISTDataModule(
+            str(MNIST_FIXTURE), frames=2, image_size=32, train_clips=8, val_clips=4, batch_size=2
+        )
+        data.setup()
+        return data.train_dataloader()
+
+    whole = loader()
+    assert isinstance(whole, ResumableLoader) and whole.sampler.seed == 5
+    whole.sampler.set_epoch(1)
+    epoch = list(whole)
+    resumed = loader()
+    resumed.load_state_dict({"epoch": 1, "batches": 3})
+    resumed.sampler.set_epoch(1)
+    rest = list(resumed)
+    assert len(epoch) == 4 and len(rest) == 1
+    assert torch.equal(rest[0][0], epoch[3][0]) and torch.equal(rest[0][1], epoch[3][1])
+
+
 def test_missing_mnist_names_the_root(video, tmp_path):
     with pytest.raises(
         FileNotFoundError, match=f"data.root='{tmp_path}': MNIST's raw IDX files were not found"

@@ -24,6 +24,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from omniformer.resume import training_loader
+from omniformer.seeding import stream_seed
+
 DIGIT = 28
 CLASSES = [str(d) for d in range(10)]
 
@@ -90,7 +93,7 @@ class MovingDigits(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         generator = (
-            None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+            None if self.seed is None else torch.Generator().manual_seed(stream_seed(self.seed, index))
         )
         digit = self.digits[index].float() / 255.0
         clip = torch.zeros(self.frames, 1, self.size, self.size)
@@ -220,7 +223,9 @@ class MovingMNISTDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        # Through omniformer's helper, so a run resumed from a mid-epoch checkpoint sees the batches
+        # (order and trajectories) the uninterrupted run saw.
+        return training_loader(self, self._loader(self.train_set, True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False)
