@@ -45,7 +45,7 @@ from omniformer.checkpoint import SECTION, safe_torch_load
 from omniformer.checkpoint_io import AtomicCheckpointIO, RunCheckpoint
 from omniformer.config import check_train_config, register_schemas
 from omniformer.files import WriteError, atomic_write_text, write_json
-from omniformer.resume import RestoreLoaderState, make_resumable
+from omniformer.resume import RestoreLoaderState
 from omniformer.run_lock import RunFolderError, hold_run_folder, prepare_run_folder
 from omniformer.signals import GracefulStop, StopRequested
 
@@ -213,7 +213,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     loggers = build_loggers(cfg)
 
     datamodule = instantiate(cfg.data)
-    make_resumable(datamodule, cfg.seed)
     datamodule.setup("fit")
     with open_dict(cfg):
         cfg.data_spec = datamodule.spec()
