@@ -113,14 +113,13 @@ class RunCheckpoint(ModelCheckpoint):
         kwargs.setdefault("enable_version_counter", kwargs.get("save_top_k", 1) not in (0, 1))
         super().__init__(*args, **kwargs)
         self.every_n_train_steps = every_n_train_steps or 0
-        self.resuming = False  # set by omniformer-train when it continues a run (quiets a warning)
         self._last_saved_step: int | None = None  # global step of the latest last.ckpt
         self._best_judged_step: int | None = None  # global step the best was last judged at
         self._resumed_from: str | None = None  # the checkpoint this fit continues, if any
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         with warnings.catch_warnings():
-            if self.resuming:  # the folder holds this run's own checkpoints
+            if trainer.ckpt_path is not None:  # a resumed run: the folder holds its own checkpoints
                 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
             super().setup(trainer, pl_module, stage)
 

@@ -1,0 +1,82 @@
+"""What a finished run reports: the final metrics, speed, size and sample, as ``results.json``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from omniformer.callbacks import NonFiniteGuard, Throughput
+from omniformer.data.splits import has_split
+from omniformer.files import atomic_write_text, write_json
+
+
+def final_results(
+    trainer: L.Trainer,
+    task: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    run_dir: Path,
+    throughput: Throughput,
+    wall: float,
+    test: bool,
+) -> dict[str, Any]:
+    """Validate the final weights (and test the best ones when ``test`` and the data has a test split);
+    add speed, size and the text sample; write ``results.json`` and ``sample.txt`` on rank zero."""
+    final = trainer.validate(task, datamodule=datamodule, verbose=False)[0]
+    results: dict[str, Any] = {k: round(float(v), 6) for k, v in final.items()}
+    tokens = hasattr(task, "sample_text")  # a token task reports tokens/s and perplexity
+    if "val_loss" in results and "val_ppl" not in results and tokens:
+        results["val_ppl"] = round(math.exp(results["val_loss"]), 4)
+    if test and has_split(datamodule, "test"):
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+        tested = trainer.test(
+            task, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True
+        )[0]
+        results.update({k: round(float(v), 6) for k, v in tested.items()})
+    speed = throughput.summary()
+    results.update(
+        steps=int(trainer.global_step),
+        wall_seconds=round(wall, 2),
+        ms_per_step=speed["ms_per_step"],
+        data_wait_fraction=speed["data_wait_fraction"],
+        parameters=sum(p.numel() for p in task.parameters()),
+        run_dir=str(run_dir),
+    )
+    results["tokens_per_sec" if tokens else "samples_per_sec"] = speed["items_per_sec"]
+    for callback in trainer.callbacks:
+        if isinstance(callback, NonFiniteGuard) and callback.action == "skip":
+            results["nonfinite_skipped_steps"] = callback.skipped
+    sample = getattr(task, "sample_text", None)
+    if sample is not None:
+        results["sample"] = sample
+        if trainer.is_global_zero:
+            atomic_write_text(run_dir / "sample.txt", sample)
+    return results
+
+
+def last_checkpoint_note(trainer: L.Trainer) -> str:
+    """Where the last good checkpoint is, in a sentence (for errors that stop training)."""
+    path = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+    if path and Path(path).is_file():
+        return f"The last good checkpoint is {path}"
+    return "No checkpoint had been written yet"
+
+
+def write_results(trainer: L.Trainer, run_dir: Path, results: dict[str, Any]) -> None:
+    """``results.json`` in the run folder (rank zero only)."""
+    if trainer.is_global_zero:
+        write_json(run_dir / "results.json", results)
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    """One table of the final metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="omniformer results", show_header=False)
+    for key, value in results.items():
+        if key != "sample":
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
