@@ -13,7 +13,7 @@ configs). Two places for the log-mel front end, with the *same* batches (seeded 
   (what omniformer does);
 * ``in-loader``: loader workers compute each clip's log-mel on the CPU with the tokenizer's own
   front end, batches carry padded spectrograms, and the model starts at
-  :meth:`AudioFrameTokenizer.tokens_from_log_mel`.
+  :meth:`AudioSpectrogramTokenizer.tokens_from_log_mel`.
 
 Each case runs ``--batches`` timed batches after ``--warmup`` untimed ones through the suite's
 loops (:func:`benchmarks.runners.train_plain` — the task's loss, optimizer, schedule and clipping —
@@ -43,7 +43,7 @@ from benchmarks.runners import infer, train_plain
 from benchmarks.workloads import Workload
 from omniformer.data.audio import AudioClips, LengthBucketSampler, PadCollate
 from omniformer.files import atomic_write_text, write_json
-from omniformer.tokenizers.audio import AudioFrameTokenizer
+from omniformer.tokenizers.audio import AudioSpectrogramTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 class LogMelClips(Dataset):
     """Clips as ``(log-mel n_mels×T, real frames, label)``, computed on the CPU (in loader workers)."""
 
-    def __init__(self, clips: AudioClips, frontend: AudioFrameTokenizer) -> None:
+    def __init__(self, clips: AudioClips, frontend: AudioSpectrogramTokenizer) -> None:
         self.clips, self.frontend = clips, frontend
 
     def __len__(self) -> int:
@@ -83,7 +83,7 @@ def build(root: str, batch_size: int):
 
 def log_mel_step(task):
     """``batch → (loss, logits, labels)`` for ``(log-mel, frames, labels)`` batches: the model from its
-    tokenizer's second half (:meth:`AudioFrameTokenizer.tokens_from_log_mel`) on."""
+    tokenizer's second half (:meth:`AudioSpectrogramTokenizer.tokens_from_log_mel`) on."""
     net = task.net
 
     def step(batch):
@@ -120,9 +120,9 @@ def measure(task, loader, where: str, train: bool, device, warmup: int, batches:
     return {"clips_per_s": round(clips / m.wall_seconds, 1), "ms_per_batch": round(1000 * m.mean_step, 1)}
 
 
-def front_end_cost(tokenizer: AudioFrameTokenizer, loader, device, batches: int) -> dict:
+def front_end_cost(tokenizer: AudioSpectrogramTokenizer, loader, device, batches: int) -> dict:
     """Milliseconds per batch for log-mel alone: batched on ``device`` vs clip by clip on the CPU."""
-    cpu_frontend = AudioFrameTokenizer(**_frontend_args(tokenizer))
+    cpu_frontend = AudioSpectrogramTokenizer(**_frontend_args(tokenizer))
     waves = [b for _, b in zip(range(batches), loader)]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.no_grad():
@@ -141,7 +141,7 @@ def front_end_cost(tokenizer: AudioFrameTokenizer, loader, device, batches: int)
     return {"device_batched_ms": round(1000 * batched, 2), "cpu_per_clip_ms": round(1000 * per_clip, 2)}
 
 
-def _frontend_args(tok: AudioFrameTokenizer) -> dict:
+def _frontend_args(tok: AudioSpectrogramTokenizer) -> dict:
     return {
         "dim": tok.dim,
         "sample_rate": tok.sample_rate,
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     lengths = [datamodule._frames(path) for path, _ in items]
     clips = AudioClips(items, datamodule.sample_rate, None)
     tokenizer = net.tokenizers["audio"]
-    frontend = AudioFrameTokenizer(**_frontend_args(tokenizer))
+    frontend = AudioSpectrogramTokenizer(**_frontend_args(tokenizer))
     loaders = {}
     for workers in args.workers:
         for where in ("in-model", "in-loader"):

@@ -222,7 +222,7 @@ def from_checkpoint(
             _target_: omniformer.transfer.from_checkpoint
             init_from: outputs/lm/checkpoints/best.ckpt
             part: tokenizers.text
-            module: {_target_: omniformer.tokenizers.TextTokenizer, vocab_size: ..., dim: ...}
+            module: {_target_: omniformer.tokenizers.TextEmbedding, vocab_size: ..., dim: ...}
 
     (the vocabulary must be the checkpoint's: ``data.vocab_json`` or the same corpus and settings).
     """

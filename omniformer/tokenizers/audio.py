@@ -37,7 +37,7 @@ OverflowKind = Literal["crop", "raise"]
 _KEY = "task.net.tokenizers.audio"
 
 
-class AudioFrameTokenizer(nn.Module):
+class AudioSpectrogramTokenizer(nn.Module):
     """Turns mono waveforms (``B×samples``, plus optional ``lengths``) into tokens for the backbone.
 
     Args:

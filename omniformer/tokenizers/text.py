@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from omniformer.tokens import Tokens
 
 
-class TextTokenizer(nn.Module):
+class TextEmbedding(nn.Module):
     """Embeds token ids (from a BPE or char vocabulary) into ``B×N×D`` tokens.
 
     Args:
