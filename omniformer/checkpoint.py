@@ -3,12 +3,15 @@
 Every load for eval / generate / predict uses ``torch.load(weights_only=True)``: tensors and plain
 containers only, so a checkpoint crafted to run code when unpickled is refused, never executed.
 A checkpoint carries, beside Lightning's state, an ``omniformer`` section with the resolved config
-and the data artifacts (e.g. the vocabulary) needed to use the model.
+and the data artifacts (e.g. the vocabulary) needed to use the model. That config is data anyone can
+edit: the task and data module are rebuilt from it only after :mod:`omniformer.trusted_config` has
+checked every ``_target_`` in it.
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from omniformer.checksums import CHECKSUM_KEY, verify_checksums
+from omniformer.trusted_config import buildable_parts
 
 FORMAT_VERSION = 1
 SECTION = "omniformer"
@@ -97,21 +101,38 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key.replace("_orig_mod.", ""): value for key, value in state.items()}
 
 
-def task_from_checkpoint(checkpoint: dict[str, Any]):
-    """Rebuild the LightningModule a checkpoint was trained as and load its weights (eval mode)."""
-    config = checkpoint_config(checkpoint)
-    task = instantiate(config.task)
+def task_from_checkpoint(
+    checkpoint: dict[str, Any], allow_targets: Sequence[str] = (), source: str | Path | None = None
+):
+    """Rebuild the LightningModule a checkpoint was trained as and load its weights (eval mode).
+
+    The stored ``task`` and ``data`` configs are checked first (:func:`~omniformer.trusted_config.
+    buildable_parts`): only omniformer's own classes, a fixed list of torchvision transforms and the
+    plug-in packages named in ``allow_targets`` are built. ``source`` (the file) names the checkpoint
+    in errors.
+
+    Raises:
+        UntrustedConfigError: the stored config names anything else (each key and target named).
+    """
+    parts = buildable_parts(checkpoint_config(checkpoint), allow_targets, source=source)
+    task = instantiate(parts["task"])
     task.load_state_dict(clean_state_dict(checkpoint["state_dict"]))
     return task.eval()
 
 
-def datamodule_from_checkpoint(checkpoint: dict[str, Any], overrides: dict[str, Any] | None = None):
+def datamodule_from_checkpoint(
+    checkpoint: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+    allow_targets: Sequence[str] = (),
+    source: str | Path | None = None,
+):
     """Rebuild the data module a checkpoint was trained on, with ``overrides`` (e.g. a new ``root``)
-    merged into its config and the checkpoint's artifacts (vocabulary, class names) handed back."""
-    config = checkpoint_config(checkpoint).data
-    if overrides:
-        config = OmegaConf.merge(config, OmegaConf.create(dict(overrides)))
-    datamodule = instantiate(config)
+    merged into its config and the checkpoint's artifacts (vocabulary, class names) handed back.
+
+    Checked like :func:`task_from_checkpoint` (the overrides included) before anything is built.
+    """
+    parts = buildable_parts(checkpoint_config(checkpoint), allow_targets, overrides, source)
+    datamodule = instantiate(parts["data"])
     if hasattr(datamodule, "use_artifacts"):
         datamodule.use_artifacts(checkpoint_artifacts(checkpoint))
     return datamodule

@@ -2,14 +2,20 @@
 
     omniformer-eval ckpt=outputs/.../checkpoints/best.ckpt
     omniformer-eval ckpt=... split=val +data.root=/elsewhere     # override keys of the stored data config
+    omniformer-eval ckpt=... allow_targets='[omniformer_video]'  # a checkpoint of a plug-in modality
 
 Writes ``eval.json`` (metrics) and, for classifiers, ``confusion_matrix.png`` and a few example
 figures into ``out_dir`` (default: ``eval/`` beside the checkpoint's ``checkpoints/`` folder).
+
+The task and data module are rebuilt from the config stored in the checkpoint, which anyone can edit:
+only omniformer's own classes, a fixed list of torchvision transforms and the plug-in packages named
+by ``allow_targets`` are built from it (:mod:`omniformer.trusted_config`).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from omniformer.checkpoint import datamodule_from_checkpoint, load_checkpoint, task_from_checkpoint
 from omniformer.files import write_json
 from omniformer.tasks.classification import ClassificationTask
+from omniformer.trusted_config import parse_allow_targets
 from omniformer.viz import EXAMPLE_FIGURES
 from omniformer.viz.confusion import save_confusion_matrix
 
@@ -33,13 +40,19 @@ def evaluate(
     out_dir: str | None = None,
     figures: bool = True,
     accelerator: str = "auto",
+    allow_targets: str | Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Evaluate ``ckpt`` on ``split`` ("test" or "val"); return the metrics and write them to ``out_dir``."""
+    """Evaluate ``ckpt`` on ``split`` ("test" or "val"); return the metrics and write them to ``out_dir``.
+
+    ``allow_targets`` names plug-in packages whose classes the checkpoint's stored config may build
+    (:func:`~omniformer.trusted_config.parse_allow_targets`).
+    """
     if split not in ("test", "val"):
         raise ValueError(f"split={split!r}; choose 'test' or 'val'")
+    allowed = parse_allow_targets(allow_targets)
     checkpoint = load_checkpoint(ckpt)
-    task = task_from_checkpoint(checkpoint)
-    datamodule = datamodule_from_checkpoint(checkpoint, data_overrides)
+    task = task_from_checkpoint(checkpoint, allowed, source=ckpt)
+    datamodule = datamodule_from_checkpoint(checkpoint, data_overrides, allowed, source=ckpt)
     out = Path(out_dir) if out_dir else Path(ckpt).resolve().parent.parent / "eval"
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False)
     has_test = type(datamodule).test_dataloader is not L.LightningDataModule.test_dataloader
@@ -81,7 +94,9 @@ def _classifier_figures(task: ClassificationTask, loader, out: Path, device: tor
 def main(cfg: DictConfig) -> None:
     """Evaluate a checkpoint and print where the report went."""
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    metrics = evaluate(cfg.ckpt, cfg.split, data, cfg.out_dir, cfg.figures, cfg.accelerator)
+    metrics = evaluate(
+        cfg.ckpt, cfg.split, data, cfg.out_dir, cfg.figures, cfg.accelerator, cfg.get("allow_targets")
+    )
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}")
 

@@ -2,9 +2,14 @@
 
     omniformer-generate ckpt=outputs/.../checkpoints/last.ckpt prompt="ROMEO:" max_new_tokens=300 \
         temperature=0.8 top_k=200
+
+The task is rebuilt from the checkpoint's stored config, checked first (:mod:`omniformer.trusted_config`);
+``allow_targets`` names plug-in packages it may also build from.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import hydra
 import torch
@@ -17,6 +22,7 @@ from omniformer.checkpoint import (
     task_from_checkpoint,
 )
 from omniformer.tokenizers.vocab import vocab_from_json
+from omniformer.trusted_config import parse_allow_targets
 
 
 def pick_device(name: str) -> torch.device:
@@ -36,18 +42,21 @@ def generate_text(
     seed: int = 1337,
     device: str = "auto",
     context_len: int | None = None,
+    allow_targets: str | Sequence[str] | None = None,
 ) -> list[str]:
     """Sample ``num_samples`` continuations of ``prompt`` from the language model in ``ckpt``.
 
     ``context_len`` caps how many tokens the model sees (default: the training block size stored in
-    the checkpoint's config).
+    the checkpoint's config). ``allow_targets`` names plug-in packages whose classes the checkpoint's
+    stored config may build.
     """
+    allowed = parse_allow_targets(allow_targets)
     checkpoint = load_checkpoint(ckpt)
     artifacts = checkpoint_artifacts(checkpoint)
     if "vocab.json" not in artifacts:
         raise ValueError(f"{ckpt} holds no text vocabulary: it is not a language-model checkpoint")
     vocab = vocab_from_json(artifacts["vocab.json"])
-    task = task_from_checkpoint(checkpoint).to(pick_device(device))
+    task = task_from_checkpoint(checkpoint, allowed, source=ckpt).to(pick_device(device))
     if not hasattr(task, "sample"):
         raise ValueError(f"{ckpt} was trained as {type(task).__name__}, which cannot generate text")
     task.temperature, task.top_k = temperature, top_k
@@ -68,6 +77,7 @@ def main(cfg: DictConfig) -> None:
         cfg.num_samples,
         cfg.seed,
         cfg.device,
+        allow_targets=cfg.get("allow_targets"),
     )
     for i, text in enumerate(samples):
         if len(samples) > 1:
