@@ -5,7 +5,9 @@
     omniformer-eval ckpt=... allow_targets='[omniformer_video]'  # a checkpoint of a plug-in modality
 
 Writes ``eval.json`` (metrics) and, for classifiers, ``confusion_matrix.png`` and a few example
-figures into ``out_dir`` (default: ``eval/`` beside the checkpoint's ``checkpoints/`` folder).
+figures into ``out_dir``. By default (:func:`default_out_dir`) that is the run's ``eval/`` folder when
+the checkpoint sits in a run's ``checkpoints/`` folder (``<run>/checkpoints/best.ckpt`` →
+``<run>/eval``), else ``eval/`` beside the checkpoint (``/tmp/x/model.ckpt`` → ``/tmp/x/eval``).
 
 The task and data module are rebuilt from the config stored in the checkpoint, which anyone can edit:
 only omniformer's own classes, a fixed list of torchvision transforms and the plug-in packages named
@@ -44,8 +46,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Evaluate ``ckpt`` on ``split`` ("test" or "val"); return the metrics and write them to ``out_dir``.
 
-    ``allow_targets`` names plug-in packages whose classes the checkpoint's stored config may build
-    (:func:`~omniformer.trusted_config.parse_allow_targets`).
+    ``out_dir`` defaults to :func:`default_out_dir`. ``allow_targets`` names plug-in packages whose
+    classes the checkpoint's stored config may build (:func:`~omniformer.trusted_config.parse_allow_targets`).
     """
     if split not in ("test", "val"):
         raise ValueError(f"split={split!r}; choose 'test' or 'val'")
@@ -53,7 +55,7 @@ def evaluate(
     checkpoint = load_checkpoint(ckpt)
     task = task_from_checkpoint(checkpoint, allowed, source=ckpt)
     datamodule = datamodule_from_checkpoint(checkpoint, data_overrides, allowed, source=ckpt)
-    out = Path(out_dir) if out_dir else Path(ckpt).resolve().parent.parent / "eval"
+    out = Path(out_dir) if out_dir else default_out_dir(ckpt)
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False)
     has_test = type(datamodule).test_dataloader is not L.LightningDataModule.test_dataloader
     if split == "test" and not has_test:
@@ -65,6 +67,13 @@ def evaluate(
         _classifier_figures(task, loader, out, trainer.strategy.root_device)
     write_json(out / "eval.json", {"checkpoint": str(ckpt), "split": split, **metrics})
     return metrics
+
+
+def default_out_dir(ckpt: str | Path) -> Path:
+    """Where eval writes by default: ``<run>/eval`` for a checkpoint in a run's ``checkpoints/``
+    folder, else ``eval/`` beside the checkpoint (never above the folder it was copied to)."""
+    folder = Path(ckpt).expanduser().resolve().parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / "eval"
 
 
 @torch.no_grad()

@@ -1,9 +1,11 @@
 """omniformer-generate: continue a prompt with a trained language model.
 
     omniformer-generate ckpt=outputs/.../checkpoints/last.ckpt prompt="ROMEO:" max_new_tokens=300 \
-        temperature=0.8 top_k=200
+        temperature=0.8 top_k=200 context_len=64
 
-The task is rebuilt from the checkpoint's stored config, checked first (:mod:`omniformer.trusted_config`);
+``temperature=0`` is greedy; ``top_k=0`` or ``top_k=null`` samples from the full distribution;
+``context_len`` caps the tokens the model sees (default: the training block size). The task is rebuilt
+from the checkpoint's stored config, checked first (:mod:`omniformer.trusted_config`);
 ``allow_targets`` names plug-in packages it may also build from.
 """
 
@@ -21,6 +23,7 @@ from omniformer.checkpoint import (
     load_checkpoint,
     task_from_checkpoint,
 )
+from omniformer.sampling import check_sampling
 from omniformer.tokenizers.vocab import vocab_from_json
 from omniformer.trusted_config import parse_allow_targets
 
@@ -47,9 +50,24 @@ def generate_text(
     """Sample ``num_samples`` continuations of ``prompt`` from the language model in ``ckpt``.
 
     ``context_len`` caps how many tokens the model sees (default: the training block size stored in
-    the checkpoint's config). ``allow_targets`` names plug-in packages whose classes the checkpoint's
-    stored config may build.
+    the checkpoint's config). ``top_k`` 0 or ``None`` keeps the full distribution. ``allow_targets``
+    names plug-in packages whose classes the checkpoint's stored config may build.
+
+    Raises:
+        ValueError: a negative ``temperature``, ``top_k`` or ``max_new_tokens``, a ``context_len``
+            below 2 or ``num_samples`` below 1 (naming the setting), or a checkpoint that is not a
+            language model's.
     """
+    check_sampling(temperature, top_k, max_new_tokens)
+    if context_len is not None and (
+        isinstance(context_len, bool) or not isinstance(context_len, int) or context_len < 2
+    ):
+        raise ValueError(
+            f"context_len={context_len!r}: give a whole number of tokens >= 2 (the model needs two to "
+            "predict from), or null for the training block size"
+        )
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples={num_samples!r}: give a whole number >= 1")
     allowed = parse_allow_targets(allow_targets)
     checkpoint = load_checkpoint(ckpt)
     artifacts = checkpoint_artifacts(checkpoint)
@@ -77,7 +95,8 @@ def main(cfg: DictConfig) -> None:
         cfg.num_samples,
         cfg.seed,
         cfg.device,
-        allow_targets=cfg.get("allow_targets"),
+        cfg.get("context_len"),
+        cfg.get("allow_targets"),
     )
     for i, text in enumerate(samples):
         if len(samples) > 1:

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from omniformer.model import OmniModel
 
 
+def check_sampling(temperature: float, top_k: int | None, max_new_tokens: int = 0) -> None:
+    """One clear error naming the setting when ``temperature``, ``top_k`` or ``max_new_tokens`` is invalid.
+
+    ``temperature`` >= 0 (0 = greedy); ``top_k`` a non-negative int, or null (0 and null both mean
+    the full distribution, as in most samplers); ``max_new_tokens`` >= 0.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ValueError(f"temperature={temperature!r}: give a number >= 0 (0 = greedy)")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature={temperature!r}: must be >= 0 (0 = greedy, 1 = the model's own)")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise ValueError(
+            f"top_k={top_k!r}: give a whole number >= 1 of most likely tokens to sample from, "
+            "or 0 / null for the full distribution"
+        )
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: give a whole number >= 0")
+
+
 def sample_next(logits: Tensor, temperature: float, top_k: int | None, generator=None) -> Tensor:
-    """Draw one id per row from ``logits`` (``B×V``); ``temperature=0`` picks the arg-max."""
+    """Draw one id per row from ``logits`` (``B×V``); ``temperature=0`` picks the arg-max.
+
+    ``top_k`` keeps the k most likely ids; ``None``, 0, or k >= V keep the full distribution.
+    """
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
+    if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
@@ -41,6 +65,7 @@ def generate(
     """
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise ValueError(f"generate needs a non-empty B×N prompt, got shape {tuple(ids.shape)}")
+    check_sampling(temperature, top_k, max_new_tokens)
     was_training = net.training
     net.eval()
     backbone = net.backbone
