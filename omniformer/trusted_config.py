@@ -97,14 +97,10 @@ TRUSTED_FACTORIES: frozenset[str] = frozenset(
 
 #: omniformer classes outside ``nn.Module`` / ``LightningDataModule`` that configs build: the
 #: optimizer settings and the multi-task objectives (matched by base class, by name, so that this
-#: module imports no task code; ``MemberLoss`` is the objectives' base in checkpoints written before
-#: it was renamed ``Objective``).
+#: module imports no task code; older checkpoints' ``omniformer.tasks.multitask.ClassificationLoss``
+#: is a re-export of an ``Objective``).
 SETTINGS_CLASSES: frozenset[str] = frozenset(
-    {
-        "omniformer.tasks.optim.OptimSettings",
-        "omniformer.tasks.objectives.Objective",
-        "omniformer.tasks.multitask.MemberLoss",
-    }
+    {"omniformer.tasks.optim.OptimSettings", "omniformer.tasks.objectives.Objective"}
 )
 
 #: Top-level packages that are never plug-ins: allowing one would allow its file-writing functions.
