@@ -244,6 +244,8 @@ def buildable_parts(
                 f"refusing to build {where}: its {key} config does not resolve ({err})"
             ) from None
         leftover = live_interpolations(tree, key)
+        if not leftover and key == "data":
+            tree = without_stored_writes(tree)
         if not leftover and key == "data" and data_overrides:
             merged = OmegaConf.merge(OmegaConf.create(tree), OmegaConf.create(dict(data_overrides)))
             tree = OmegaConf.to_container(merged, resolve=True)
@@ -254,6 +256,25 @@ def buildable_parts(
         raise UntrustedConfigError(_refusal_message(where, problems, allow_targets))
     parts["task"] = without_init_from(parts["task"])
     return parts
+
+
+#: Data-module arguments that make building the module write files where the config says (a
+#: download into ``root``, a tokenised cache in ``cache_dir``): a stored config does not choose them.
+STORED_WRITES = {"download": False, "cache_dir": None}
+
+
+def without_stored_writes(tree: Any) -> Any:
+    """``tree`` with every data module's ``download`` off and ``cache_dir`` at its default, members of a
+    multi-task module included; the user's own ``data.*`` overrides are merged afterwards and may
+    turn them back on."""
+    if isinstance(tree, dict):
+        out = {k: without_stored_writes(v) for k, v in tree.items()}
+        if "_target_" in out:
+            out.update({k: v for k, v in STORED_WRITES.items() if k in out})
+        return out
+    if isinstance(tree, list):
+        return [without_stored_writes(v) for v in tree]
+    return tree
 
 
 # ------------------------------------------------------------------------------------------ the rules

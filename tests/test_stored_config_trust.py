@@ -470,3 +470,33 @@ def test_the_flag_trusts_only_what_the_named_package_defines(video_checkpoint, t
 def test_the_flag_refuses_packages_that_are_not_plugins(value, trained):
     with pytest.raises(ValueError, match=r"allow_targets"):
         generate_text(str(trained), "x", max_new_tokens=1, device="cpu", allow_targets=[value])
+
+
+def test_a_stored_config_cannot_make_eval_download_or_cache_where_it_says(tmp_path):
+    """``download`` and ``cache_dir`` are values, not targets: a stored config would otherwise make
+    eval download into, or write a tokenised cache to, a folder of its choosing. They are reset; the
+    user's own ``data.*`` overrides still set them."""
+    from omegaconf import OmegaConf
+
+    from omniformer.trusted_config import buildable_parts
+
+    stored = OmegaConf.create(
+        {
+            "task": {"_target_": "omniformer.tasks.ClassificationTask"},
+            "data": {
+                "_target_": "omniformer.data.multitask.MultiTaskDataModule",
+                "members": {
+                    "mnist": {
+                        "_target_": "omniformer.data.MNISTDataModule",
+                        "root": "/etc",
+                        "download": True,
+                    },
+                    "text": {"_target_": "omniformer.data.TextDataModule", "cache_dir": str(tmp_path)},
+                },
+            },
+        }
+    )
+    data = buildable_parts(stored)["data"]
+    assert data["members"]["mnist"]["download"] is False and data["members"]["text"]["cache_dir"] is None
+    mine = buildable_parts(stored, data_overrides={"members": {"mnist": {"download": True}}})["data"]
+    assert mine["members"]["mnist"]["download"] is True
