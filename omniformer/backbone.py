@@ -15,12 +15,14 @@ output projections start near zero, so every block starts close to the identity 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omniformer.argument_checks import require_valid
 from omniformer.positions import Rotary, apply_rotary
 from omniformer.tokens import Tokens
 
@@ -47,7 +49,7 @@ def make_norm(kind: NormKind, dim: int, bias: bool, eps: float = 1e-5) -> nn.Mod
         return nn.LayerNorm(dim, eps=eps, bias=bias)
     if kind == "rmsnorm":
         return RMSNorm(dim, eps=eps)
-    raise ValueError(f"model.norm={kind!r} is not a norm; choose 'layernorm' or 'rmsnorm'")
+    raise ValueError(f"norm={kind!r} is not a norm; choose 'layernorm' or 'rmsnorm'")
 
 
 class MLP(nn.Module):
@@ -64,7 +66,7 @@ class MLP(nn.Module):
         elif kind == "gelu":
             self.fc = nn.Linear(dim, hidden, bias=bias)
         else:
-            raise ValueError(f"model.mlp={kind!r} is not an MLP kind; choose 'gelu' or 'swiglu'")
+            raise ValueError(f"mlp={kind!r} is not an MLP kind; choose 'gelu' or 'swiglu'")
         self.kind = kind
         self.proj = nn.Linear(hidden, dim, bias=bias)
         self.proj.is_residual_output = True
@@ -258,16 +260,7 @@ class Backbone(nn.Module):
         init: InitKind = "scaled",
     ) -> None:
         super().__init__()
-        if dim <= 0 or depth <= 0 or heads <= 0:
-            raise ValueError(
-                f"model.dim, model.depth and model.heads must be positive, got {dim}, {depth}, {heads}"
-            )
-        if dim % heads:
-            raise ValueError(f"model.heads={heads} must divide model.dim={dim}")
-        if init not in ("scaled", "zero", "xavier"):
-            raise ValueError(
-                f"model.init={init!r} is not an init scheme; choose 'scaled', 'zero' or 'xavier'"
-            )
+        require_valid(self.check_config, dim=dim, depth=depth, heads=heads, rope=rope, init=init)
         self.dim, self.depth, self.heads, self.max_seq_len = dim, depth, heads, max_seq_len
         self.blocks = nn.ModuleList(
             Block(dim, heads=heads, mlp_ratio=mlp_ratio, mlp=mlp, norm=norm, dropout=dropout, bias=bias)
@@ -276,6 +269,24 @@ class Backbone(nn.Module):
         self.norm = make_norm(norm, dim, bias)
         self.rotary = Rotary(dim // heads) if rope else None
         self._init_weights(init)
+
+    @staticmethod
+    def check_config(args: Mapping[str, Any]) -> list[str]:
+        """The rules among the arguments in ``args`` (see :mod:`omniformer.argument_checks`)."""
+        sizes = {k: args[k] for k in ("dim", "depth", "heads") if isinstance(args.get(k), int)}
+        problems = [f"{{{k}}} must be positive" for k, v in sizes.items() if v <= 0]
+        dim, heads = sizes.get("dim"), sizes.get("heads")
+        if not problems and dim is not None and heads is not None:
+            if dim % heads:
+                problems.append("{heads} must divide {dim}")
+            elif args.get("rope") and (dim // heads) % 2:
+                problems.append(
+                    "{dim}, {heads}: rotary positions ({rope}) need an even head size, got "
+                    + str(dim // heads)
+                )
+        if args.get("init", "scaled") not in ("scaled", "zero", "xavier"):
+            problems.append("{init} is not an init scheme; choose 'scaled', 'zero' or 'xavier'")
+        return problems
 
     def _init_weights(self, init: InitKind) -> None:
         residual_std = 0.02 / math.sqrt(2 * self.depth)

@@ -122,10 +122,12 @@ def test_rotary_preserves_norms_and_depends_only_on_relative_position():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"dim": 30, "heads": 4}, "model.heads=4 must divide model.dim=30"),
-        ({"norm": "batchnorm"}, "model.norm='batchnorm'"),
-        ({"mlp": "relu"}, "model.mlp='relu'"),
-        ({"init": "orthogonal"}, "model.init='orthogonal'"),
+        ({"dim": 30, "heads": 4}, "heads=4 must divide dim=30"),
+        ({"dim": 36, "heads": 4}, "dim=36, heads=4: rotary positions (rope=True) need an even head size"),
+        ({"depth": 0}, "depth=0 must be positive"),
+        ({"norm": "batchnorm"}, "norm='batchnorm'"),
+        ({"mlp": "relu"}, "mlp='relu'"),
+        ({"init": "orthogonal"}, "init='orthogonal'"),
     ],
 )
 def test_bad_arguments_fail_with_the_key_named(kwargs, message):

@@ -125,7 +125,11 @@ def test_masked_mean_pooling_ignores_padding():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"lr": 0}, "optim.lr"), ({"min_lr": 1.0}, "optim.min_lr"), ({"schedule": "step"}, "optim.schedule")],
+    [
+        ({"lr": 0}, "lr=0 must be positive"),
+        ({"min_lr": 1.0}, "min_lr=1.0 must lie between 0 and lr=0.001"),
+        ({"schedule": "step"}, "schedule='step'"),
+    ],
 )
 def test_bad_optim_settings_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):

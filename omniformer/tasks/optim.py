@@ -7,15 +7,20 @@ embeddings decay, biases and norm gains don't.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from omniformer.argument_checks import require_valid
+
 
 @dataclass
 class OptimSettings:
-    """Optimizer and learning-rate schedule settings (the ``optim`` config group)."""
+    """Optimizer and learning-rate schedule settings; also the ``optim`` group's schema
+    (:mod:`omniformer.config.schemas`), so a setting is declared here only."""
 
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -27,16 +32,24 @@ class OptimSettings:
     fused: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr must be positive, got {self.lr}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"optim.min_lr={self.min_lr} must lie between 0 and optim.lr={self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"optim.schedule={self.schedule!r}; choose 'cosine' or 'constant'")
-        if len(self.betas) != 2:
-            raise ValueError(f"optim.betas needs two values, got {list(self.betas)}")
+        require_valid(self.check_config, **vars(self))
+
+    @staticmethod
+    def check_config(args: Mapping[str, Any]) -> list[str]:
+        """The rules among the settings in ``args`` (see :mod:`omniformer.argument_checks`)."""
+        problems = []
+        lr, min_lr = args.get("lr"), args.get("min_lr")
+        if lr is not None and lr <= 0:
+            problems.append("{lr} must be positive")
+        elif lr is not None and min_lr is not None and not 0 <= min_lr <= lr:
+            problems.append("{min_lr} must lie between 0 and {lr}")
+        if args.get("warmup_steps", 0) < 0:
+            problems.append("{warmup_steps} must be >= 0")
+        if args.get("schedule", "cosine") not in ("cosine", "constant"):
+            problems.append("{schedule}; choose 'cosine' or 'constant'")
+        if "betas" in args and len(args["betas"]) != 2:
+            problems.append("{betas} needs two values")
+        return problems
 
 
 class WarmupCosine:

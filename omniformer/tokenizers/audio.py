@@ -21,20 +21,27 @@ clip gives the same tokens alone or padded in a batch, and padding is never atte
 from __future__ import annotations
 
 import math
-from typing import Literal
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from omniformer.argument_checks import require_valid
 from omniformer.positions import sincos_2d
 from omniformer.tokens import Tokens
 
 TokenKind = Literal["frames", "patches"]
 NormKind = Literal["utterance", "dataset", "none"]
 OverflowKind = Literal["crop", "raise"]
-_KEY = "task.net.tokenizers.audio"
+
+
+def _samples(sample_rate: float, ms: float) -> int:
+    """Samples in ``ms`` milliseconds at ``sample_rate``."""
+    return round(sample_rate * ms / 1000)
 
 
 class AudioSpectrogramTokenizer(nn.Module):
@@ -97,28 +104,26 @@ class AudioSpectrogramTokenizer(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if sample_rate <= 0:
-            raise ValueError(f"{_KEY}.sample_rate must be positive, got {sample_rate}")
-        win = round(sample_rate * win_ms / 1000)
-        hop = round(sample_rate * hop_ms / 1000)
-        if win < 2 or hop < 1:
-            raise ValueError(
-                f"{_KEY}: win_ms={win_ms} and hop_ms={hop_ms} give a window of {win} and a hop of {hop} "
-                f"samples at {sample_rate} Hz; use longer windows"
-            )
+        require_valid(
+            self.check_config,
+            dim=dim,
+            sample_rate=sample_rate,
+            n_mels=n_mels,
+            win_ms=win_ms,
+            hop_ms=hop_ms,
+            n_fft=n_fft,
+            tokens=tokens,
+            frames_per_token=frames_per_token,
+            patch_size=patch_size,
+            normalize=normalize,
+            norm_mean=norm_mean,
+            norm_std=norm_std,
+            max_tokens=max_tokens,
+            overflow=overflow,
+            cls_token=cls_token,
+        )
+        win, hop = _samples(sample_rate, win_ms), _samples(sample_rate, hop_ms)
         n_fft = n_fft or 1 << (win - 1).bit_length()
-        if n_fft < win:
-            raise ValueError(f"{_KEY}.n_fft={n_fft} is shorter than the window ({win} samples)")
-        if tokens not in ("frames", "patches"):
-            raise ValueError(f"{_KEY}.tokens={tokens!r}; choose 'frames' or 'patches'")
-        if normalize not in ("utterance", "dataset", "none"):
-            raise ValueError(f"{_KEY}.normalize={normalize!r}; choose 'utterance', 'dataset' or 'none'")
-        if overflow not in ("crop", "raise"):
-            raise ValueError(f"{_KEY}.overflow={overflow!r}; choose 'crop' or 'raise'")
-        if (norm_mean is None) != (norm_std is None):
-            raise ValueError(f"{_KEY}: give both norm_mean and norm_std, or neither")
-        if norm_std is not None and norm_std <= 0:
-            raise ValueError(f"{_KEY}.norm_std must be positive, got {norm_std}")
         self.dim, self.sample_rate, self.n_mels = dim, sample_rate, n_mels
         self.win_length, self.hop_length, self.n_fft = win, hop, n_fft
         self.kind, self.normalize, self.overflow = tokens, normalize, overflow
@@ -148,30 +153,16 @@ class AudioSpectrogramTokenizer(nn.Module):
         )
 
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if cls_token else None
-        budget = max_tokens - (1 if cls_token else 0)
         if tokens == "frames":
-            if frames_per_token < 1:
-                raise ValueError(f"{_KEY}.frames_per_token must be >= 1, got {frames_per_token}")
             self.frames_per_token = frames_per_token
             self.proj = nn.Linear(frames_per_token * n_mels, dim)
             self.freq_patches, self.time_step = 1, frames_per_token
         else:
             patch_f, patch_t = (int(v) for v in patch_size)
-            if patch_f < 1 or patch_t < 1 or n_mels % patch_f:
-                raise ValueError(
-                    f"{_KEY}.patch_size={list(patch_size)}: the mel bands per patch must divide "
-                    f"n_mels={n_mels}, and both sizes must be >= 1"
-                )
-            if dim % 4:
-                raise ValueError(f"2-D sin-cos positions of patches need model.dim divisible by 4, got {dim}")
             self.patch_size = (patch_f, patch_t)
             self.proj = nn.Conv2d(1, dim, kernel_size=(patch_f, patch_t), stride=(patch_f, patch_t))
             self.freq_patches, self.time_step = n_mels // patch_f, patch_t
-        self.max_time_tokens = budget // self.freq_patches
-        if self.max_time_tokens < 1:
-            raise ValueError(
-                f"{_KEY}.max_tokens={max_tokens} leaves no room for one column of {self.freq_patches} patches"
-            )
+        self.max_time_tokens = (max_tokens - (1 if cls_token else 0)) // self.freq_patches
         self.drop = nn.Dropout(dropout)
         self._position_cache: dict[tuple[int, str], Tensor] = {}
 
@@ -268,6 +259,51 @@ class AudioSpectrogramTokenizer(nn.Module):
                 positions = torch.arange(time_tokens + 1, device=x.device).expand(batch, -1)
         return Tokens(self.drop(x), mask=mask, positions=positions)
 
+    @staticmethod
+    def check_config(args: Mapping[str, Any]) -> list[str]:
+        """The rules among the arguments in ``args`` (see :mod:`omniformer.argument_checks`)."""
+        problems = []
+        for name, kind in (("tokens", TokenKind), ("normalize", NormKind), ("overflow", OverflowKind)):
+            choices = typing.get_args(kind)
+            if name in args and args[name] not in choices:
+                problems.append(f"{{{name}}}; choose {' or '.join(repr(c) for c in choices)}")
+        rate = args.get("sample_rate")
+        if rate is not None and rate <= 0:
+            problems.append("{sample_rate} must be positive")
+        elif rate is not None and "win_ms" in args and "hop_ms" in args:
+            win, hop = _samples(rate, args["win_ms"]), _samples(rate, args["hop_ms"])
+            if win < 2 or hop < 1:
+                problems.append(
+                    f"{{win_ms}} and {{hop_ms}} give a window of {win} and a hop of {hop} samples at "
+                    "{sample_rate} Hz; use longer windows"
+                )
+            elif args.get("n_fft") is not None and args["n_fft"] < win:
+                problems.append(f"{{n_fft}} is shorter than the window ({win} samples)")
+        given = [args[k] is not None for k in ("norm_mean", "norm_std") if k in args]
+        if given in ([True, False], [False, True]):
+            problems.append("give both norm_mean and norm_std, or neither (got {norm_mean}, {norm_std})")
+        if args.get("norm_std") is not None and args["norm_std"] <= 0:
+            problems.append("{norm_std} must be positive")
+        column = None  # tokens per time step, once the cut is valid
+        if args.get("tokens") == "frames" and "frames_per_token" in args:
+            if args["frames_per_token"] < 1:
+                problems.append("{frames_per_token} must be >= 1")
+            column = 1
+        if args.get("tokens") == "patches" and "patch_size" in args and "n_mels" in args:
+            patch = [int(v) for v in args["patch_size"]]
+            if len(patch) != 2 or min(patch) < 1 or args["n_mels"] % patch[0]:
+                problems.append(
+                    "{patch_size}: the mel bands per patch must divide {n_mels}, and both sizes must be >= 1"
+                )
+            else:
+                column = args["n_mels"] // patch[0]
+            if args.get("dim", 0) % 4:
+                problems.append("{dim}: 2-D sin-cos positions of patches need a width divisible by 4")
+        budget = args.get("max_tokens", 0) - bool(args.get("cls_token"))
+        if column and "max_tokens" in args and budget < column:
+            problems.append(f"{{max_tokens}} leaves no room for one column of {column} patches")
+        return problems
+
     def _limit_length(self, mel: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Apply the overflow policy to clips that would give more than ``max_tokens`` tokens."""
         max_frames = self.max_time_tokens * self.time_step
@@ -281,8 +317,8 @@ class AudioSpectrogramTokenizer(nn.Module):
             limit = (max_frames - 1) * self.hop_length / self.sample_rate
             raise ValueError(
                 f"audio clip {worst} of the batch lasts {seconds:.2f} s and gives {tokens} tokens, more than "
-                f"{_KEY}.max_tokens={self.max_tokens} (about {limit:.2f} s); set {_KEY}.overflow=crop, "
-                "crop clips with data.max_seconds, or raise model.max_seq_len"
+                f"max_tokens={self.max_tokens} (about {limit:.2f} s); set the tokenizer's overflow='crop', "
+                "crop clips with the data module's max_seconds, or allow more tokens (model.max_seq_len)"
             )
         return mel[:, :, :max_frames], frame_lengths.clamp(max=max_frames)
 
@@ -307,7 +343,7 @@ class AudioSpectrogramTokenizer(nn.Module):
                 self.stats_sumsq += (data * mel.detach().double()).sum(dim=(0, 2))
         if float(self.stats_count) == 0:
             raise RuntimeError(
-                f"{_KEY}.normalize=dataset has no statistics yet: they are estimated while training; "
+                "normalize='dataset' has no statistics yet: they are estimated while training; "
                 "train first, load a trained checkpoint, or set norm_mean and norm_std"
             )
         mean = self.stats_sum / self.stats_count

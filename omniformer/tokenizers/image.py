@@ -21,13 +21,14 @@ datasets; the tokens, grid and positions are the same either way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from omniformer.argument_checks import require_valid
 from omniformer.positions import resample_grid, sincos_2d
 from omniformer.tokens import Tokens
 
@@ -118,6 +119,7 @@ class ImagePatchTokenizer(nn.Module):
         stem_channels: int = 32,
     ) -> None:
         super().__init__()
+        require_valid(self.check_config, dim=dim, positions=positions)
         if stem not in ("linear", "conv"):
             raise ValueError(f"stem={stem!r} is not a patch embedding; choose 'linear' or 'conv'")
         if in_channels <= 0:
@@ -144,13 +146,19 @@ class ImagePatchTokenizer(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         else:
             self.pos_embed = None
-            if dim % 4:
-                raise ValueError(f"positions='sincos' needs model.dim divisible by 4, got {dim}")
         self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
         if self.cls is not None:
             nn.init.normal_(self.cls, std=0.02)
         self.drop = nn.Dropout(dropout)
         self._sincos_cache: dict[tuple, Tensor] = {}
+
+    @staticmethod
+    def check_config(args: Mapping[str, Any]) -> list[str]:
+        """The rules among the arguments in ``args`` (see :mod:`omniformer.argument_checks`)."""
+        dim = args.get("dim")
+        if args.get("positions") == "sincos" and isinstance(dim, int) and dim % 4:
+            return ["{dim}: 2-D sin-cos image positions need a width divisible by 4"]
+        return []
 
     @property
     def has_cls(self) -> bool:
@@ -163,7 +171,7 @@ class ImagePatchTokenizer(nn.Module):
         if height % ph or width % pw:
             raise ValueError(
                 f"image size {height}×{width} is not divisible by the patch size {ph}×{pw}; "
-                "choose data.image_size (or data.patch_size) so that the patch divides both sides"
+                "choose the data's image_size (or patch_size) so that the patch divides both sides"
             )
         return height // ph, width // pw
 

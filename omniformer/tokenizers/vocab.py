@@ -93,7 +93,7 @@ class BPEVocab:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         if vocab_size < 257:
-            raise ValueError(f"data.vocab_size={vocab_size} is too small for byte-level BPE (needs > 256)")
+            raise ValueError(f"vocab_size={vocab_size} is too small for byte-level BPE (needs > 256)")
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
@@ -138,7 +138,7 @@ def train_vocab(kind: VocabKind, text: str, vocab_size: int) -> Vocabulary:
         return BPEVocab.train(text, vocab_size)
     if kind == "char":
         return CharVocab.train(text)
-    raise ValueError(f"data.tokenizer={kind!r} is not a text tokenizer; choose 'bpe' or 'char'")
+    raise ValueError(f"tokenizer={kind!r} is not a text tokenizer; choose 'bpe' or 'char'")
 
 
 def vocab_from_json(payload: str) -> Vocabulary:
