@@ -3,12 +3,17 @@ read, each with a message naming the key and the value."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf import MISSING
+from omegaconf import MISSING, open_dict
 
+from omniformer.backbone import Backbone
 from omniformer.config import DATA_SCHEMA_NAMES, TRAIN_KEYS, ConfigError, check_train_config
 from omniformer.train import run
 from tests.conftest import compose_train
@@ -86,7 +91,19 @@ CASES = [
     (["model.dim=30"], "model.heads=4 must divide model.dim=30"),
     (
         ["model.dim=36", "model.heads=4"],
-        "model.dim=36, model.heads=4: rotary positions (model.rope=true) need an even head size, got 9",
+        "model.dim=36, model.heads=4: rotary positions (model.rope=True) need an even head size, got 9",
+    ),
+    (["model.depth=0"], "model.depth=0 must be positive"),
+    (["model.mlp=relu"], "model.mlp='relu': omniformer.backbone.Backbone expects one of 'gelu', 'swiglu'"),
+    (["optim.min_lr=1"], "optim.min_lr=1.0 must lie between 0 and optim.lr=0.001"),
+    (
+        [*AUDIO, "task.net.tokenizers.audio.tokens=patches", "task.net.tokenizers.audio.patch_size=[7,4]"],
+        "task.net.tokenizers.audio.patch_size=[7, 4]: the mel bands per patch must divide "
+        "task.net.tokenizers.audio.n_mels=64",
+    ),
+    (
+        ["task=multitask", "task.net.tokenizers.audio.max_tokens=0"],
+        "task.net.tokenizers.audio.max_tokens=0 leaves no room for one column of 1 patches",
     ),
     (["data.block_size=2048"], "data.block_size=2048 exceeds model.max_seq_len=1024"),
     ([*IMAGE, "data.patch_size=5"], "data.patch_size=5: does not divide data.image_size=28"),
@@ -218,6 +235,52 @@ def test_the_shipped_configs_pass(overrides):
 
 def test_the_top_level_keys_are_those_train_yaml_composes():
     assert set(compose_train([]).keys()) | {"hydra"} == set(TRAIN_KEYS)
+
+
+def test_the_model_group_is_the_backbones_arguments_declared_once():
+    """The model schema is Backbone's signature, and model.backbone hands every argument on."""
+    cfg = compose_train(["model=small", "model.mlp=swiglu"])
+    params = inspect.signature(Backbone).parameters
+    assert [k for k in cfg.model if k != "backbone"] == list(params)
+    assert {k: cfg.model.backbone[k] for k in params} == {k: cfg.model[k] for k in params}
+    assert cfg.model.backbone.mlp == "swiglu" and cfg.model.backbone.dim == 384
+    defaults = compose_train([]).model
+    assert all(defaults[k] == p.default for k, p in params.items() if k not in ("dim", "depth", "heads"))
+
+
+def test_the_optim_schema_is_optim_settings():
+    from omniformer.config import OptimSchema
+    from omniformer.tasks import OptimSettings
+
+    assert issubclass(OptimSchema, OptimSettings)
+    names = [f.name for f in dataclasses.fields(OptimSchema)]
+    assert names == [f.name for f in dataclasses.fields(OptimSettings)] + ["_target_"]
+
+
+class Grouped:
+    """A class from outside omniformer's config tree with a rule among its arguments."""
+
+    def __init__(self, dim: int, groups: int = 3) -> None:
+        self.dim, self.groups = dim, groups
+
+    @staticmethod
+    def check_config(args: Mapping[str, Any]) -> list[str]:
+        if args["groups"] <= 0 or args["dim"] % args["groups"]:
+            return ["{groups} must divide {dim}"]
+        return []
+
+
+def test_any_target_with_check_config_is_checked_naming_the_keys_a_user_sets():
+    cfg = compose_train(["model.dim=128"])
+    with open_dict(cfg):
+        cfg.task.net.tokenizers.grouped = {"_target_": f"{__name__}.Grouped", "dim": "${model.dim}"}
+    with pytest.raises(ConfigError) as caught:
+        check_train_config(cfg)
+    # the interpolated dim is named by its source, the default groups by the node's own key
+    assert caught.value.problems == ["task.net.tokenizers.grouped.groups=3 must divide model.dim=128"]
+    with open_dict(cfg):
+        cfg.task.net.tokenizers.grouped.groups = 4
+    check_train_config(cfg)
 
 
 def test_data_schemas_are_registered_for_the_defaults_lists():

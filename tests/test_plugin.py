@@ -172,6 +172,22 @@ def test_a_plugin_target_that_cannot_be_imported_names_the_module_path():
     assert "data._target_='omniformer_video.MovingMNISTDataModule': cannot be imported" in message
 
 
+def test_a_plugin_classes_own_rules_are_checked_before_any_data(video):
+    """The example's TubeletTokenizer defines check_config; the config check calls it like any of
+    omniformer's own classes and names the key a user sets (model.dim, not the tokenizer's dim)."""
+    cfg = compose_train(
+        [f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]", "task=video_classification", "model.dim=40"]
+    )
+    with pytest.raises(ConfigError) as err:
+        check_train_config(cfg)
+    assert "model.dim=40: 3-D sin-cos positions of video tubelets need a width divisible by 16" in str(
+        err.value
+    )
+    check_train_config(
+        compose_train([f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]", "task=video_classification"])
+    )
+
+
 @pytest.mark.slow
 def test_the_cli_refuses_an_unimportable_plugin_before_reading_data(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH", raising=False)

@@ -14,11 +14,13 @@ types (:class:`omniformer.tokenizers.Tokens`, ``sincos_2d``) and is wired in by 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from omniformer.argument_checks import require_valid
 from omniformer.positions import sincos_2d
 from omniformer.tokenizers import Tokens
 
@@ -39,7 +41,7 @@ def sincos_3d(frames: int, rows: int, cols: int, dim: int) -> Tensor:
     ``dim/4`` encode the time step; ``dim`` must be divisible by 16 so both parts split evenly.
     """
     if dim % 16:
-        raise ValueError(f"3-D sin-cos positions of video tubelets need model.dim divisible by 16, got {dim}")
+        raise ValueError(f"3-D sin-cos positions of video tubelets need a width divisible by 16, got {dim}")
     time_dim = dim // 4
     space = sincos_2d(rows, cols, dim - time_dim).float()  # (rows·cols)×(3dim/4)
     time = sincos_1d(frames, time_dim)  # frames×(dim/4)
@@ -80,10 +82,7 @@ class TubeletTokenizer(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if dim % 16:
-            raise ValueError(
-                f"3-D sin-cos positions of video tubelets need model.dim divisible by 16, got {dim}"
-            )
+        require_valid(self.check_config, dim=dim)
         self.dim, self.in_channels = dim, in_channels
         self.tubelet = _triple(tubelet, "tubelet")
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -95,6 +94,14 @@ class TubeletTokenizer(nn.Module):
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if cls_token else None
         self.drop = nn.Dropout(dropout)
         self._positions: dict[tuple, Tensor] = {}
+
+    @staticmethod
+    def check_config(args: Mapping[str, Any]) -> list[str]:
+        """The rules among the arguments; omniformer-train checks them before reading any data, naming
+        each argument by the key a user sets (``model.dim=40: ...``)."""
+        if isinstance(args.get("dim"), int) and args["dim"] % 16:
+            return ["{dim}: 3-D sin-cos positions of video tubelets need a width divisible by 16"]
+        return []
 
     def grid_for(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         """Tubelet grid (time, rows, columns) of a clip; an error if the tubelet does not divide it."""
