@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import tempfile
@@ -41,19 +42,33 @@ _REASONS = {
 
 
 def _read_umask() -> int:
+    """The process's umask, read without changing it where the system reports it."""
+    # os.umask can only read the mask by setting it, and another thread creating a file in between
+    # would get the wrong permissions; Linux (4.7+) reports it in /proc, so the flip is the fallback.
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-# Temporary files are created private (0600); the renamed result gets the usual 0666 & ~umask.
-FILE_MODE = 0o666 & ~_read_umask()
+@functools.cache
+def file_mode() -> int:
+    """The permissions a plain ``open(..., "w")`` gives a new file: ``0o666`` less the umask (read
+    once, at the first write)."""
+    return 0o666 & ~_read_umask()
 
 
 def publish_mode(fd: int) -> None:
-    """Give a temporary file the permissions a plain ``open(..., "w")`` would have (POSIX)."""
+    """Give a temporary file (created private, 0600) the permissions a plain ``open(..., "w")`` would
+    have (POSIX)."""
     if hasattr(os, "fchmod"):
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, file_mode())
 
 
 def _os_error(err: BaseException) -> OSError | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from omniformer.callbacks import NonFiniteLossError, RunInfo, StepSeed, Throughp
 from omniformer.checkpoint_io import AtomicCheckpointIO
 from omniformer.config import check_train_config, register_schemas
 from omniformer.files import WriteError, atomic_write_text
+from omniformer.known_warnings import silence_known_warnings
 from omniformer.launch import check_launch, is_rank_zero
 from omniformer.results import final_results, last_checkpoint_note, print_summary, write_results
 from omniformer.resume import RestoreLoaderState
@@ -52,22 +52,6 @@ from omniformer.run_resume import (
 from omniformer.signals import GracefulStop, StopRequested
 
 log = logging.getLogger("omniformer")
-register_schemas()
-
-
-def silence_known_warnings() -> None:
-    """Hide warnings that a run prints every time and a user cannot act on; each one by message and
-    module, nothing broader."""
-    # Lightning 2.6 builds torch's deprecated LeafSpec whenever it flattens logged values.
-    warnings.filterwarnings(
-        "ignore",
-        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-        category=FutureWarning,
-        module=r"lightning\.pytorch\.utilities\._pytree",
-    )
-
-
-silence_known_warnings()
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -170,6 +154,7 @@ def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -
     from hydra import compose, initialize_config_module
 
     register_schemas()
+    silence_known_warnings()
     overrides = list(overrides or [])
     if run_dir is not None:
         overrides.append(f"hydra.run.dir={run_dir}")
@@ -185,9 +170,17 @@ def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -
     return train(cfg, out.resolve())
 
 
+def main() -> float | None:
+    """omniformer-train: compose the config from the command line, train; returns the monitored
+    validation metric (for sweepers)."""
+    register_schemas()  # the group files list them in their defaults; Hydra composes after this
+    return _main()
+
+
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    """Train a model as configured; returns the monitored validation metric (for sweepers)."""
+def _main(cfg: DictConfig) -> float | None:
+    """Train a model as configured (in the process that trains: a launcher's job, too)."""
+    silence_known_warnings()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # A multirun job's folder (the sweep's, e.g. from the submitit launcher) is fixed before it starts.

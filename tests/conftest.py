@@ -18,6 +18,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(os.environ.get("OMNIFORMER_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config) -> None:
+    # Importing omniformer registers nothing: whoever composes a train config registers the schemas
+    # its group files list first (compose_train below; benchmarks.workloads composes one too).
+    register_schemas()
+
+
 def needs_shared_data(*parts: str):
     """Skip (with the path in the reason) unless ``../shared/data/<parts>`` exists."""
     path = SHARED_DATA.joinpath(*parts)

@@ -6,8 +6,6 @@ item, for padded audio or text) is passed to the tokenizer, which turns it into 
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
@@ -17,12 +15,6 @@ from omniformer.model import OmniModel
 from omniformer.tasks.base import OmniTask
 from omniformer.tasks.objectives import ClassificationLoss, check_labels
 from omniformer.tasks.optim import OptimSettings
-
-# The label check below lives in `on_before_batch_transfer` on purpose (labels are still on the host,
-# so it costs no device sync); Lightning warns about any such hook when a data module is used.
-warnings.filterwarnings(
-    "ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but have passed"
-)
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -87,7 +79,11 @@ class ClassificationTask(OmniTask):
             )
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """Check labels while they are still on the host (no device sync per step)."""
+        """Check labels while they are still on the host (no device sync per step).
+
+        Lightning warns about this hook whenever a data module is used; the entry points silence that
+        warning (:mod:`omniformer.known_warnings`).
+        """
         if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[-1], Tensor):
             check_labels(batch[-1], self.num_classes)
         return batch
