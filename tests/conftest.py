@@ -1,66 +1,100 @@
-"""Shared test helpers: config composition, CLI runs, and the location of ../shared/data."""
+"""Fixtures shared by the test modules: one torch thread, an isolated tokenised-corpus cache, logging
+as pytest set it up, and tiny trained runs made once per session.
+
+The helpers tests import live in ``tests/helpers/``; the names below are re-exported from there for
+modules that still import them from here.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
+import torch
 
 from omniformer.config import register_schemas
+from omniformer.train import run
+from tests.helpers.overrides import AUDIO, FSDD_FIXTURE_DATA, IMAGE, LM, MNIST_FIXTURE_DATA
+from tests.helpers.paths import FIXTURES, REPO, SHARED_DATA, needs_shared_data
+from tests.helpers.runs import compose_train, logging_kept, read_results, run_cli, run_main
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(os.environ.get("OMNIFORMER_SHARED_DATA", REPO.parent / "shared" / "data"))
+__all__ = ["FIXTURES", "REPO", "SHARED_DATA", "compose_train", "needs_shared_data", "read_results", "run_cli"]
+
+# One intra-op thread, here and in every process the tests start (CLI runs, DDP ranks): the tensors are
+# tiny, and on a busy 2-core machine a second OpenMP thread waiting for the other core made a 60-step
+# overfit 25 times slower (9 s against 0.4 s). An OMP_NUM_THREADS set by the caller is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_configure(config) -> None:
     # Importing omniformer registers nothing: whoever composes a train config registers the schemas
-    # its group files list first (compose_train below; benchmarks.workloads composes one too).
+    # its group files list first (compose_train does; benchmarks.workloads composes one too).
     register_schemas()
 
 
-def needs_shared_data(*parts: str):
-    """Skip (with the path in the reason) unless ``../shared/data/<parts>`` exists."""
-    path = SHARED_DATA.joinpath(*parts)
-    return pytest.mark.skipif(not path.exists(), reason=f"shared dataset not found at {path}")
-
-
-def compose_train(overrides: list[str] | None = None):
-    """The composed ``train`` config with ``overrides``, as omniformer-train would see it."""
-    register_schemas()
-    with initialize_config_module("omniformer.conf", version_base="1.3"):
-        return compose("train", overrides=overrides or [])
-
-
-def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 600, check: bool = True):
-    """Run ``python -m <module> <args>`` in a subprocess (1 thread); return the CompletedProcess."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd or REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        command = f"{module} {' '.join(args)}"
-        output = f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        raise AssertionError(f"{command} failed ({proc.returncode}):\n{output}")
-    return proc
-
-
-def read_results(run_dir: Path) -> dict:
-    """The ``results.json`` a training run wrote."""
-    return json.loads((run_dir / "results.json").read_text())
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tokenised-corpus cache in a per-session temp folder, never the user's home (session-wide, so
+    that the session fixtures below use it too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMNIFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "omniformer-cache"))
+        yield
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Tokenised-corpus cache in a per-session temp folder, never the user's home."""
-    monkeypatch.setenv("OMNIFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "omniformer-cache"))
+def _logging_as_pytest_set_it_up():
+    """Undo what an in-process omniformer-eval, -generate or -predict (``main()``) does to logging."""
+    with logging_kept():
+        yield
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(run_main, id="in-process"),
+        pytest.param(run_cli, id="subprocess", marks=pytest.mark.slow),
+    ]
+)
+def entry_point(request):
+    """Runs a console entry point, ``entry_point("omniformer.generate", "ckpt=...", check=False)``:
+    its ``main()`` in this process (seconds), and, in the slow set, as its own Python process as
+    well; both return the CompletedProcess (exit status, stdout, stderr)."""
+    return request.param
+
+
+# -- tiny trained runs, one per session ----------------------------------------------------------------
+# Shared by every test that asks: read them, never write into them. A test that resumes a run or edits
+# its files works on a copy (tests.helpers.runs.copy_run into its tmp_path).
+@pytest.fixture(scope="session")
+def tiny_lm_run(tmp_path_factory) -> Path:
+    """A tiny BPE language model (``tests.helpers.overrides.LM``) trained in process for 3 steps: its
+    run folder, with ``checkpoints/last.ckpt`` at step 3 and ``vocab.json``."""
+    run_dir = tmp_path_factory.mktemp("tiny_lm")
+    run([*LM, "trainer.max_steps=3"], run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_checkpoint(tiny_lm_run) -> Path:
+    """``last.ckpt`` of :func:`tiny_lm_run` (step 3)."""
+    return tiny_lm_run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_run(tmp_path_factory) -> Path:
+    """A tiny ViT trained in process on the 16 bundled MNIST training digits (3 epochs of 2 batches,
+    then a test pass): its run folder."""
+    run_dir = tmp_path_factory.mktemp("tiny_mnist")
+    overrides = ["data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0", "trainer.max_epochs=3"]
+    run([*IMAGE, *MNIST_FIXTURE_DATA, *overrides], run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_fsdd_run(tmp_path_factory) -> Path:
+    """A tiny audio classifier trained in process on the bundled FSDD recordings (2 epochs of one
+    batch, then a test pass): its run folder."""
+    run_dir = tmp_path_factory.mktemp("tiny_fsdd")
+    run([*AUDIO, *FSDD_FIXTURE_DATA, "data.batch_size=2", "trainer.max_epochs=2"], run_dir)
+    return run_dir
