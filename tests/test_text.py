@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from omniformer.data.text import TextDataModule, read_text
 from omniformer.data.windows import ContiguousWindows, RandomWindows, WindowLoader
 from omniformer.tokenizers.vocab import BPEVocab, CharVocab, load_vocab, vocab_from_json
-from tests.conftest import SHARED_DATA, needs_shared_data
+from tests.helpers.data import fixture_reviews
+from tests.helpers.paths import SHARED_DATA, needs_shared_data
 
 SHAKESPEARE_HEAD = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -250,3 +251,16 @@ def test_a_character_outside_a_given_vocabulary_names_file_line_split_and_charac
     (folder / "b.txt").write_text("abc\nabc\nab!\n" + "abc\n" * 10)
     with pytest.raises(ValueError, match=r"b\.txt:3 \(validation split\): character '!'"):
         TextDataModule(path=str(folder), tokenizer="char", vocab_json=given, cache_dir=str(tmp_path)).setup()
+
+
+# -- loaders ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cuda", [False, True])
+def test_text_loaders_pin_memory_when_cuda_is_available(monkeypatch, cuda):
+    """Both text data modules (language modelling, classification) pin their batches for CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    language = TextDataModule(tokenizer="char", block_size=16, batch_size=4)
+    reviews = fixture_reviews()
+    for data in (language, reviews):
+        data.setup("fit")
+        for loader in (data.train_dataloader(), data.val_dataloader()):
+            assert loader.pin_memory is cuda, type(data).__name__
