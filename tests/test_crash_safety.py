@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -25,8 +24,10 @@ from omniformer.checkpoint import load_checkpoint, safe_torch_load
 from omniformer.checkpoint_io import AtomicCheckpointIO
 from omniformer.files import atomic_torch_save, stale_temporaries
 from omniformer.train import run
-from tests.conftest import REPO, run_cli
-from tests.test_resume import LM, losses, record
+from tests.helpers.callbacks import losses, nan_at, record, signal_at
+from tests.helpers.overrides import BIG_LM, LM
+from tests.helpers.paths import REPO
+from tests.helpers.runs import run_cli
 
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -156,17 +157,6 @@ def _kill_when_writing(proc: subprocess.Popen, target: Path, timeout: float = 12
     raise AssertionError("no checkpoint write was caught in time")
 
 
-BIG_LM = [
-    a for a in LM if not a.startswith(("model.dim", "model.depth", "trainer.max_steps", "callbacks.ch"))
-]
-BIG_LM += [
-    "model.dim=256",
-    "model.depth=4",
-    "trainer.max_steps=16",
-    "callbacks.checkpoint.every_n_train_steps=1",
-]
-
-
 @pytest.mark.slow
 def test_killing_training_while_it_writes_last_ckpt_leaves_it_loadable_and_resumable(tmp_path):
     run_dir = tmp_path / "run"
@@ -199,13 +189,8 @@ def test_killing_training_while_it_writes_last_ckpt_leaves_it_loadable_and_resum
 @pytest.mark.parametrize(("how", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_saves_a_resumable_checkpoint_and_prints_the_resume_command(tmp_path, how, code):
     run_dir, curve = tmp_path / "run", tmp_path / "curve.jsonl"
-    signal_at = [
-        "+callbacks.crash._target_=tests.test_resume.CrashAt",
-        "+callbacks.crash.step=5",
-        f"+callbacks.crash.how={how}",
-        f"+callbacks.crash.marker={tmp_path / 'signalled'}",
-    ]
-    args = [*LM, "callbacks.checkpoint.every_n_train_steps=null", *record(curve), *signal_at]
+    stop = signal_at(5, how, marker=tmp_path / "signalled")
+    args = [*LM, "callbacks.checkpoint.every_n_train_steps=null", *record(curve), *stop]
     proc = run_cli("omniformer.train", *args, f"hydra.run.dir={run_dir}", check=False)
     assert proc.returncode == code, proc.stderr[-3000:]
     assert (
@@ -232,25 +217,6 @@ def test_a_signal_saves_a_resumable_checkpoint_and_prints_the_resume_command(tmp
 
 
 # -- non-finite losses ---------------------------------------------------------------------------------
-class NaNAt(L.Callback):
-    """Makes the backbone's output NaN during the training step after ``step`` optimizer steps."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        def poison(module, inputs, output):
-            if module.training and trainer.global_step == self.step:
-                return output * float("nan")
-            return output
-
-        pl_module.net.backbone.register_forward_hook(poison)
-
-
-def nan_at(step: int) -> list[str]:
-    return ["+callbacks.nan._target_=tests.test_crash_safety.NaNAt", f"+callbacks.nan.step={step}"]
-
-
 def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError) as caught:
         run([*LM, "trainer.max_steps=8", *nan_at(4)], tmp_path)
@@ -263,7 +229,6 @@ def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_check
     assert not (tmp_path / "results.json").exists()
 
 
-@pytest.mark.slow
 def test_skip_mode_drops_the_bad_step_counts_it_and_finishes(tmp_path):
     results = run(
         [*LM, *nan_at(4), "callbacks.nonfinite.action=skip", *record(tmp_path / "c.jsonl")], tmp_path
@@ -283,13 +248,6 @@ def test_skip_mode_gives_up_after_max_skips(tmp_path):
 
 
 # -- broken files ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def good_checkpoint(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("good")
-    run([*LM, "trainer.max_steps=3"], run_dir)
-    return run_dir / "checkpoints" / "last.ckpt"
-
-
 def _broken_files(good: Path, folder: Path) -> dict[str, Path]:
     data = good.read_bytes()
     cases = {
@@ -306,8 +264,8 @@ def _broken_files(good: Path, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def test_broken_checkpoint_files_are_named_and_refused(good_checkpoint, tmp_path):
-    for name, path in _broken_files(good_checkpoint, tmp_path).items():
+def test_broken_checkpoint_files_are_named_and_refused(tiny_lm_checkpoint, tmp_path):
+    for name, path in _broken_files(tiny_lm_checkpoint, tmp_path).items():
         with pytest.raises(ValueError) as caught:
             load_checkpoint(path)
         assert str(path) in str(caught.value), name
@@ -316,11 +274,11 @@ def test_broken_checkpoint_files_are_named_and_refused(good_checkpoint, tmp_path
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(ValueError, match="is not an omniformer checkpoint"):
         load_checkpoint(foreign)
-    assert load_checkpoint(good_checkpoint)["global_step"] == 3  # the good file is untouched
+    assert load_checkpoint(tiny_lm_checkpoint)["global_step"] == 3  # the good file (step 3) is untouched
 
 
-def test_resuming_from_a_broken_last_ckpt_names_the_file_before_training(good_checkpoint, tmp_path):
-    paths = _broken_files(good_checkpoint, tmp_path)
+def test_resuming_from_a_broken_last_ckpt_names_the_file_before_training(tiny_lm_checkpoint, tmp_path):
+    paths = _broken_files(tiny_lm_checkpoint, tmp_path)
     for name in ("truncated", "zero-bytes"):
         with pytest.raises(ValueError, match=f"{paths[name]} is not a readable checkpoint"):
             run([*LM, f"ckpt_path={paths[name]}"], tmp_path / f"resume-{name}")

@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
 from omniformer.train import check_launch, run
-from tests.conftest import compose_train, run_cli
-from tests.test_resume import image_args, image_folder
-
-
-class WeightDump(L.Callback):
-    """Each rank saves its final weights to ``<folder>/weights_rank<r>.pt``."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        torch.save(state, Path(self.folder) / f"weights_rank{trainer.global_rank}.pt")
-
-
-def dump(folder: Path, name: str) -> list[str]:
-    return [
-        "+callbacks.dump._target_=tests.test_ddp.WeightDump",
-        f"+callbacks.dump.folder={folder / name}",
-        "+callbacks.record._target_=tests.test_resume.LossRecorder",
-        f"+callbacks.record.path={folder / name / 'losses.jsonl'}",
-    ]
+from tests.helpers.callbacks import dump
+from tests.helpers.data import image_folder
+from tests.helpers.overrides import image_args
+from tests.helpers.runs import compose_train, run_cli
 
 
 @pytest.mark.slow

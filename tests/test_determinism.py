@@ -7,7 +7,8 @@ import torch
 
 from omniformer.checkpoint import load_checkpoint
 from omniformer.train import run
-from tests.test_resume import LM, image_args, image_folder
+from tests.helpers.data import image_folder
+from tests.helpers.overrides import LM, image_args
 
 
 def final_weights(run_dir) -> dict[str, torch.Tensor]:
@@ -30,7 +31,6 @@ def test_two_deterministic_runs_end_with_identical_weights(tmp_path):
     assert any(not torch.equal(first[k], other[k]) for k in first)  # the seed does matter
 
 
-@pytest.mark.slow
 def test_two_deterministic_language_model_runs_are_bit_identical(tmp_path):
     args = [*LM, "trainer.max_steps=6", "trainer.deterministic=true"]
     run(args, tmp_path / "a")

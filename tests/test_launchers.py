@@ -20,27 +20,9 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from omniformer.train import run
-from tests.conftest import REPO, compose_train, read_results, run_cli
-from tests.test_ddp import dump
-
-
-class LaunchRecord(L.Callback):
-    """Each rank writes ``<folder>/launch_rank<r>.json``: its cluster environment, ranks and pid."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        record = {
-            "environment": type(trainer.strategy.cluster_environment).__name__,
-            "world_size": trainer.world_size,
-            "global_rank": trainer.global_rank,
-            "local_rank": trainer.local_rank,
-            "node_rank": trainer.node_rank,
-            "pid": os.getpid(),
-            "torchelastic": "TORCHELASTIC_RUN_ID" in os.environ,
-        }
-        (Path(self.folder) / f"launch_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+from tests.helpers.callbacks import dump, launch_record
+from tests.helpers.paths import REPO
+from tests.helpers.runs import compose_train, read_results, run_cli
 
 
 def corpus(path: Path) -> Path:
@@ -87,8 +69,7 @@ def test_torchrun_processes_train_one_model_like_one_process_with_the_same_globa
         *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"),
         *("-m", "omniformer.train", *args, "trainer=ddp_cpu", "trainer.devices=2"),
         *dump(tmp_path, "torchrun"),
-        f"+callbacks.launch._target_={__name__}.LaunchRecord",
-        f"+callbacks.launch.folder={tmp_path / 'torchrun'}",
+        *launch_record(tmp_path / "torchrun"),
         f"hydra.run.dir={run_dir}",
     ]
     # cwd is the temp folder: a process that ignored hydra.run.dir would leave outputs/ there.
@@ -201,9 +182,9 @@ def test_devices_that_differ_from_srun_tasks_per_node_are_refused(tmp_path, monk
         )
 
 
-def test_an_srun_task_without_a_run_folder_refuses_to_start(tmp_path, monkeypatch):
+def test_an_srun_task_without_a_run_folder_refuses_to_start(tmp_path, monkeypatch, entry_point):
     srun_task(monkeypatch, tasks_per_node=2, nodes=1, procid=1)
-    proc = run_cli("omniformer.train", "trainer=ddp_cpu", cwd=tmp_path, check=False)
+    proc = entry_point("omniformer.train", "trainer=ddp_cpu", cwd=tmp_path, check=False)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "this is one of 2 processes of a multi-process launch, but hydra.run.dir is not set" in output

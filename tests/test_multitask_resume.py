@@ -25,9 +25,8 @@ from omniformer.data.multitask import MultiTaskDataModule
 from omniformer.data.scheduled_loader import ScheduledLoader
 from omniformer.data.text import RandomWindows, TextDataModule
 from omniformer.resume import ResumableLoader, resumable_loader
-from omniformer.train import run
-from tests.conftest import FIXTURES
-from tests.test_resume import assert_same_curve, crash, losses, record
+from tests.helpers.callbacks import assert_same_curve, interrupted_and_resumed
+from tests.helpers.overrides import MULTITASK_RESUMABLE
 
 STEPS, EPOCHS = 7, 3  # a schedule of 7 steps per epoch, iterated 3 times
 
@@ -214,46 +213,14 @@ def test_sampled_members_start_at_their_own_batch_zero_and_map_style_ones_are_re
 
 
 # -- end to end -----------------------------------------------------------------------------------
-MULTI = [
-    "task=multitask",
-    "tasks=[text_lm, mnist, spoken_digits]",
-    "data.sampling=weights",
-    "data.weights={text_lm: 1, mnist: 2, spoken_digits: 1}",
-    "data.steps_per_epoch=5",
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "model.dropout=0.1",
-    "data.members.text_lm.block_size=16",
-    "data.members.text_lm.batch_size=4",
-    "data.members.text_lm.vocab_size=300",
-    f"data.members.mnist.root={FIXTURES / 'mnist'}",
-    "data.members.mnist.val_size=4",
-    "data.members.mnist.batch_size=4",  # 16 training digits, random shifts: 4 batches per pass
-    "data.members.mnist.eval_batch_size=4",
-    f"data.members.spoken_digits.root={FIXTURES / 'fsdd'}",
-    "data.members.spoken_digits.val_takes=1",
-    "data.members.spoken_digits.batch_size=1",  # 2 training clips: 2 batches per pass
-    "trainer.max_steps=14",
-    "trainer.limit_val_batches=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.accelerator=cpu",
-    "trainer.log_every_n_steps=1",
-    "optim.warmup_steps=2",
-    "callbacks.progress=null",
-    "test_after_fit=false",
-]
-
-
 @pytest.mark.parametrize(
     ("every", "crash_step", "resumed_from", "extra"),
     [
-        (4, 10, 8, []),
-        (5, 11, 10, []),
-        (4, 10, 8, ["task.balance=grad_norm"]),
-        (4, 10, 8, ["task.balance=member_moments"]),
+        pytest.param(4, 10, 8, [], id="mid-epoch"),
+        pytest.param(5, 11, 10, [], id="end-of-epoch", marks=pytest.mark.slow),
+        pytest.param(4, 10, 8, ["task.balance=grad_norm"], id="grad-norm-balance", marks=pytest.mark.slow),
+        pytest.param(4, 10, 8, ["task.balance=member_moments"], id="member-moments", marks=pytest.mark.slow),
     ],
-    ids=["mid-epoch", "end-of-epoch", "grad-norm-balance", "member-moments"],
 )
 def test_multitask_resume_repeats_the_uninterrupted_losses(tmp_path, every, crash_step, resumed_from, extra):
     # 5 steps per schedule epoch (LM 1, MNIST 3, audio 1 of them): step 8 is 3 steps into epoch 1,
@@ -261,12 +228,8 @@ def test_multitask_resume_repeats_the_uninterrupted_losses(tmp_path, every, cras
     # through its pass; step 10 is epoch 1's end. With the gradient balance,
     # the members' running gradient norms (which scale each loss) resume too; with member_moments,
     # every member's own optimizer state.
-    args = [*MULTI, f"callbacks.checkpoint.every_n_train_steps={every}", *extra]
-    run([*args, *record(tmp_path / "full.jsonl")], tmp_path / "full")
-    with pytest.raises(RuntimeError, match=f"simulated crash at step {crash_step}"):
-        run([*args, *record(tmp_path / "a.jsonl"), *crash(crash_step)], tmp_path / "run")
-    run([*args, *record(tmp_path / "b.jsonl"), "ckpt_path=last"], tmp_path / "run")
-    full, first, resumed = (losses(tmp_path / f"{name}.jsonl") for name in ("full", "a", "b"))
+    args = [*MULTITASK_RESUMABLE, f"callbacks.checkpoint.every_n_train_steps={every}", *extra]
+    full, first, resumed = interrupted_and_resumed(tmp_path, args, crash_step)
     assert sorted(full) == list(range(1, 15))
     assert_same_curve(full, first, resumed, resumed_from)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)

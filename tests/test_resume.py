@@ -10,145 +10,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from omniformer.resume import ResumableLoader, ResumableSampler, resumable_loader
 from omniformer.train import resolve_ckpt_path, run
-
-LM = [
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "model.dropout=0.1",
-    "data.block_size=16",
-    "data.batch_size=4",
-    "data.vocab_size=300",
-    "trainer.max_steps=12",
-    "trainer.val_check_interval=4",
-    "trainer.limit_val_batches=2",
-    "trainer.accelerator=cpu",
-    "trainer.log_every_n_steps=1",
-    "optim.warmup_steps=2",
-    "task.sample_tokens=0",
-    "callbacks.progress=null",
-    "callbacks.checkpoint.every_n_train_steps=3",
-    "test_after_fit=false",
-]
+from tests.helpers.callbacks import assert_same_curve, interrupted_and_resumed
+from tests.helpers.data import image_folder
+from tests.helpers.overrides import LM, image_args
+from tests.helpers.runs import copy_run
 
 
-def image_folder(root: Path, per_class: int = 14, size: int = 8) -> Path:
-    """Two classes of random RGB images (class ``b`` has a bright left half), PNG files."""
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = (rng.random((size, size, 3)) * 255).astype("uint8")
-            if name == "b":
-                pixels[:, : size // 2] = 255
-            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
-    return root
-
-
-def image_args(root: Path) -> list[str]:
-    """ImageFolder classification: 20 training images, 5 batches of 4 per epoch, 3 epochs."""
-    return [
-        "task=image_classification",
-        "data=image_folder",
-        f"data.root={root}",
-        "data.image_size=8",
-        "data.patch_size=4",
-        "data.batch_size=4",
-        "data.eval_batch_size=8",
-        "data.val_size=4",
-        "data.test_size=4",
-        "data.num_workers=0",
-        "model.dim=32",
-        "model.depth=1",
-        "model.heads=2",
-        "model.dropout=0.1",
-        "trainer.max_epochs=3",
-        "trainer.accelerator=cpu",
-        "trainer.log_every_n_steps=1",
-        "optim.warmup_steps=2",
-        "callbacks.progress=null",
-        "test_after_fit=false",
-    ]
-
-
-class LossRecorder(L.Callback):
-    """Appends ``{"step", "epoch", "batch", "loss"}`` per optimizer step to a JSON-lines file."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        row = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch": batch_idx}
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps({**row, "loss": float(loss), "rank": trainer.global_rank}) + "\n")
-
-
-class CrashAt(L.Callback):
-    """At the start of the step after ``step`` optimizer steps: raise, SIGKILL or signal this process.
-
-    ``how``: ``raise`` | ``kill`` | ``SIGTERM`` | ``SIGINT``. Signals are sent once per ``marker``
-    file, so the resumed run (same command) is not stopped again.
-    """
-
-    def __init__(self, step: int, how: str = "raise", marker: str | None = None) -> None:
-        self.step, self.how, self.marker = step, how, marker
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step != self.step:
-            return
-        if self.marker is not None:
-            if Path(self.marker).exists():
-                return
-            Path(self.marker).touch()
-        if self.how == "raise":
-            raise RuntimeError(f"simulated crash at step {self.step}")
-        os.kill(os.getpid(), signal.SIGKILL if self.how == "kill" else getattr(signal, self.how))
-
-
-def record(path: Path) -> list[str]:
-    return ["+callbacks.record._target_=tests.test_resume.LossRecorder", f"+callbacks.record.path={path}"]
-
-
-def crash(step: int) -> list[str]:
-    return ["+callbacks.crash._target_=tests.test_resume.CrashAt", f"+callbacks.crash.step={step}"]
-
-
-def losses(path: Path) -> dict[int, float]:
-    """Optimizer step (1-based) → loss, from a LossRecorder file."""
-    return {row["step"]: row["loss"] for row in map(json.loads, path.read_text().splitlines())}
-
-
-def interrupted_and_resumed(tmp: Path, args: list[str], crash_step: int) -> tuple[dict, dict, dict]:
-    """Losses of the uninterrupted run, of the run that crashed, and of its resumption."""
-    run([*args, *record(tmp / "full.jsonl")], tmp / "full")
-    with pytest.raises(RuntimeError, match=f"simulated crash at step {crash_step}"):
-        run([*args, *record(tmp / "a.jsonl"), *crash(crash_step)], tmp / "run")
-    run([*args, *record(tmp / "b.jsonl"), "ckpt_path=last"], tmp / "run")
-    return losses(tmp / "full.jsonl"), losses(tmp / "a.jsonl"), losses(tmp / "b.jsonl")
-
-
-def assert_same_curve(full: dict, first: dict, resumed: dict, resumed_from: int) -> None:
-    assert min(resumed) == resumed_from + 1, f"the resumed run starts at step {min(resumed)}"
-    assert max(resumed) == max(full)
-    for step, loss in {**first, **resumed}.items():
-        assert loss == pytest.approx(full[step], abs=1e-4), f"step {step}: {loss} vs {full[step]}"
-
-
-@pytest.mark.slow
 def test_language_model_resume_repeats_the_uninterrupted_losses(tmp_path):
     full, first, resumed = interrupted_and_resumed(tmp_path, LM, crash_step=7)
     # last.ckpt was written at step 6 (every 3 steps); steps 7.. are recomputed after the resume.
@@ -254,9 +129,9 @@ def test_ckpt_path_last_and_auto(tmp_path):
     assert resolve_ckpt_path(None, tmp_path) is None
 
 
-def test_resume_refuses_other_data_and_warns_about_changed_settings(tmp_path, caplog):
-    args = [*LM, "trainer.max_steps=3"]
-    run(args, tmp_path)
+def test_resume_refuses_other_data_and_warns_about_changed_settings(tiny_lm_run, tmp_path, caplog):
+    args = [*LM, "trainer.max_steps=3"]  # as tiny_lm_run was trained
+    copy_run(tiny_lm_run, tmp_path)
     with pytest.raises(ValueError, match=r"was trained with a different vocab\.json than this data produces"):
         run([*args, "data.vocab_size=280", "ckpt_path=last"], tmp_path)
     with caplog.at_level("WARNING", logger="omniformer"):

@@ -2,7 +2,7 @@
 a full disk or unwritable folder is named in one sentence, a stop by signal keeps the saved step's
 log row, and a checkpoint of another kind of task is refused before the data is read.
 
-Runs are in-process (``omniformer.train.run``) on the tiny language model of tests/test_resume.py,
+Runs are in-process (``omniformer.train.run``) on the tiny language model (tests.helpers.overrides.LM),
 except where the command line's own behaviour is the point (what Hydra does before training starts,
 what a user sees on stderr).
 """
@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -27,10 +26,20 @@ from omniformer.files import WriteError, atomic_torch_save, atomic_write_text, s
 from omniformer.run_lock import LOCK_NAME, RunFolderBusy, RunFolderError, RunFolderLock, hold_run_folder
 from omniformer.signals import StopRequested
 from omniformer.train import run
-from tests.conftest import REPO, read_results, run_cli
-from tests.test_resume import LM, image_args, image_folder, losses, record
+from tests.helpers.callbacks import (
+    DiskFullHandle,
+    disk_full_at_start,
+    fill_the_disk,
+    losses,
+    record,
+    signal_at,
+)
+from tests.helpers.data import image_folder
+from tests.helpers.overrides import LM, image_args, replace
+from tests.helpers.paths import REPO
+from tests.helpers.runs import copy_run, read_results, run_cli
 
-SHORT = [*LM, "trainer.max_steps=5", "trainer.val_check_interval=5"]
+SHORT = replace(LM, "trainer.max_steps=5", "trainer.val_check_interval=5")
 
 
 # -- one run per folder ----------------------------------------------------------------------------------
@@ -52,11 +61,11 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_naming_the_folder_and_the
     assert not (folder / LOCK_NAME).exists()  # a finished run leaves no lock file
 
 
-def test_the_cli_refuses_a_busy_folder_before_hydra_writes_into_it(tmp_path):
+def test_the_cli_refuses_a_busy_folder_before_hydra_writes_into_it(tmp_path, entry_point):
     folder = tmp_path / "run"
     first = RunFolderLock(folder).acquire()
     try:
-        proc = run_cli("omniformer.train", *SHORT, f"hydra.run.dir={folder}", check=False)
+        proc = entry_point("omniformer.train", *SHORT, f"hydra.run.dir={folder}", check=False)
     finally:
         first.release()
     assert proc.returncode == 1
@@ -157,54 +166,14 @@ def test_a_copied_run_folder_resumes_from_its_own_latest_checkpoint(tmp_path, ca
     assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
-def test_a_fresh_run_into_a_used_folder_overwrites_last_ckpt_instead_of_adding_last_v1(tmp_path):
-    run([*LM, "trainer.max_steps=3"], tmp_path)
+def test_a_fresh_run_into_a_used_folder_overwrites_last_ckpt_instead_of_adding_last_v1(tiny_lm_run, tmp_path):
+    copy_run(tiny_lm_run, tmp_path)  # a finished 3-step run
     run([*LM, "trainer.max_steps=4"], tmp_path)  # no ckpt_path: a new run, same folder
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
 
 
 # -- a full disk, an unwritable folder -------------------------------------------------------------------
-class DiskFullHandle:
-    """A file handle on a disk that fills up after ``room`` bytes (writes then raise ENOSPC)."""
-
-    def __init__(self, handle, room: int) -> None:
-        self.handle, self.room = handle, room
-
-    def write(self, data) -> int:
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self.handle.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.handle, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self.handle.__exit__(*exc)
-
-
-def fill_the_disk(monkeypatch) -> None:
-    """Every ``torch.save`` from now on runs out of space part-way, as on a full disk (torch then
-    raises its own "unexpected pos" error with the ENOSPC behind it)."""
-    real_save = torch.save
-
-    def save(obj, f, *args, **kwargs):
-        return real_save(obj, DiskFullHandle(f, room=1000), *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save)
-
-
-class DiskFullAt(L.Callback):
-    """Fills the disk (see :func:`fill_the_disk`) when training starts, in a CLI subprocess."""
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        fill_the_disk(pytest.MonkeyPatch())
-
-
 def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     last = tmp_path / "checkpoints" / "last.ckpt"
     run([*LM, "trainer.max_steps=4"], tmp_path)
@@ -220,9 +189,10 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, 
     assert stale_temporaries(last) == [] and not list((tmp_path / "checkpoints").glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_sentence_on_the_command_line(tmp_path):
     folder = tmp_path / "run"
-    full = ["+callbacks.full._target_=tests.test_run_folder.DiskFullAt"]
+    full = disk_full_at_start()
     proc = run_cli("omniformer.train", *SHORT, *full, f"hydra.run.dir={folder}", check=False)
     assert proc.returncode == 1
     last = folder / "checkpoints" / "last.ckpt"
@@ -246,10 +216,10 @@ def test_a_write_that_fails_part_way_removes_its_temporary(tmp_path, monkeypatch
     assert target.read_text() == "old" and stale_temporaries(target) == []
 
 
-def test_a_run_folder_that_cannot_be_created_is_named_before_hydra_starts(tmp_path):
+def test_a_run_folder_that_cannot_be_created_is_named_before_hydra_starts(tmp_path, entry_point):
     (tmp_path / "file").write_text("not a folder")
     folder = tmp_path / "file" / "run"
-    proc = run_cli("omniformer.train", *SHORT, f"hydra.run.dir={folder}", check=False)
+    proc = entry_point("omniformer.train", *SHORT, f"hydra.run.dir={folder}", check=False)
     assert proc.returncode == 1
     assert f"cannot create the run folder {folder}" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -267,6 +237,7 @@ def without_root_privileges() -> list[str]:
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
 
 
+@pytest.mark.slow
 def test_a_read_only_run_folder_is_named_before_hydra_sets_up_its_log(tmp_path):
     """A real unwritable folder (mode 0555, and root's override capabilities dropped): Hydra's log file
     would fail in its logging setup with a message that names no path."""
@@ -305,12 +276,7 @@ def test_a_sigterm_keeps_the_saved_steps_loss_row_and_the_resume_continues_after
         f"trainer.log_every_n_steps={every}",
         "callbacks.checkpoint.every_n_train_steps=null",
     ]
-    sigterm = [
-        "+callbacks.crash._target_=tests.test_resume.CrashAt",
-        "+callbacks.crash.step=4",
-        "+callbacks.crash.how=SIGTERM",
-        f"+callbacks.crash.marker={tmp_path / 'signalled'}",
-    ]
+    sigterm = signal_at(4, "SIGTERM", marker=tmp_path / "signalled")
     with pytest.raises(StopRequested) as caught:
         run([*args, *sigterm], tmp_path / "run")
     assert caught.value.step == 5 and load_checkpoint(caught.value.checkpoint)["global_step"] == 5
@@ -323,7 +289,11 @@ def test_a_sigterm_keeps_the_saved_steps_loss_row_and_the_resume_continues_after
 
 # -- a checkpoint of another task ------------------------------------------------------------------------
 def test_an_image_checkpoint_is_refused_by_a_language_model_run_before_data_is_read(tmp_path):
-    images = [*image_args(image_folder(tmp_path / "images")), "trainer.max_epochs=1"]
+    images = [
+        *image_args(image_folder(tmp_path / "images")),
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+    ]
     run(images, tmp_path / "image")
     checkpoint = tmp_path / "image" / "checkpoints" / "last.ckpt"
     missing = tmp_path / "no-such-corpus.txt"
