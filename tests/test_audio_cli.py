@@ -1,9 +1,8 @@
-"""Audio end to end: real FSDD clips through omniformer-train, -predict and -eval; config composition."""
+"""Audio end to end: real FSDD clips through training, omniformer-predict and -eval; config composition."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -14,57 +13,35 @@ from hydra.utils import instantiate
 from omniformer.evaluate import evaluate
 from omniformer.predict import predict
 from omniformer.viz.spectrogram import save_spectrograms
-from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data, read_results, run_cli
+from tests.helpers.overrides import AUDIO
+from tests.helpers.paths import FIXTURES, SHARED_DATA, needs_shared_data
+from tests.helpers.runs import compose_train, read_results, run_cli
 
 FSDD_FIXTURE = FIXTURES / "fsdd"
-TINY = [
-    "task=audio_classification",
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "trainer.accelerator=cpu",
-    "trainer.log_every_n_steps=1",
-    "callbacks.progress=null",
-]
 
 
-@pytest.fixture(scope="module")
-def trained_fsdd(tmp_path_factory) -> Path:
-    """A tiny audio classifier trained through the CLI on the six bundled FSDD recordings."""
-    run_dir = tmp_path_factory.mktemp("fsdd_run")
-    run_cli(
-        "omniformer.train",
-        *TINY,
-        "data=spoken_digits",
-        f"data.root={FSDD_FIXTURE}",
-        "data.val_takes=1",
-        "data.batch_size=2",
-        "trainer.max_epochs=2",
-        f"hydra.run.dir={run_dir}",
-    )
-    return run_dir
-
-
-def test_training_on_real_clips_writes_results_classes_and_sample_rate(trained_fsdd):
-    results = read_results(trained_fsdd)
+def test_training_on_real_clips_writes_results_classes_and_sample_rate(tiny_fsdd_run):
+    results = read_results(tiny_fsdd_run)
     for key in ("val_acc", "val_f1", "test_acc", "test_loss", "samples_per_sec"):
         assert key in results, key
     assert 0.0 <= results["test_acc"] <= 1.0 and results["steps"] == 2
-    assert json.loads((trained_fsdd / "classes.json").read_text()) == ["0", "1"]
-    assert json.loads((trained_fsdd / "audio.json").read_text()) == {"sample_rate": 8000}
-    checkpoint = torch.load(trained_fsdd / "checkpoints" / "best.ckpt", weights_only=True)
+    assert json.loads((tiny_fsdd_run / "classes.json").read_text()) == ["0", "1"]
+    assert json.loads((tiny_fsdd_run / "audio.json").read_text()) == {"sample_rate": 8000}
+    checkpoint = torch.load(tiny_fsdd_run / "checkpoints" / "best.ckpt", weights_only=True)
     assert checkpoint["omniformer"]["config"]["data_spec"]["sample_rate"] == 8000
     assert "classes.json" in checkpoint["omniformer"]["artifacts"]
 
 
-def test_predict_cli_reads_wav_at_another_rate(trained_fsdd, tmp_path):
+def test_predict_cli_reads_wav_at_another_rate(tiny_fsdd_run, tmp_path, entry_point):
     """A 44.1 kHz stereo file is mixed and resampled to the checkpoint's 8 kHz before the model sees it."""
     wave, rate = sf.read(FSDD_FIXTURE / "recordings" / "1_theo_0.wav")
     resampled = torchaudio.functional.resample(torch.as_tensor(wave, dtype=torch.float32), rate, 44100)
     sf.write(tmp_path / "one.wav", torch.stack([resampled, resampled], dim=1).numpy(), 44100)
-    ckpt = trained_fsdd / "checkpoints" / "best.ckpt"
+    ckpt = tiny_fsdd_run / "checkpoints" / "best.ckpt"
     clip = FSDD_FIXTURE / "recordings" / "0_theo_0.wav"
-    proc = run_cli("omniformer.predict", f"ckpt={ckpt}", f"inputs=[{clip},{tmp_path / 'one.wav'}]", "top_k=2")
+    proc = entry_point(
+        "omniformer.predict", f"ckpt={ckpt}", f"inputs=[{clip},{tmp_path / 'one.wav'}]", "top_k=2"
+    )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(str(clip))
     for line in lines:
@@ -77,9 +54,9 @@ def test_predict_cli_reads_wav_at_another_rate(trained_fsdd, tmp_path):
         predict(str(ckpt), [str(tmp_path / "empty.wav")])
 
 
-def test_eval_writes_metrics_and_a_spectrogram_figure(trained_fsdd, tmp_path):
+def test_eval_writes_metrics_and_a_spectrogram_figure(tiny_fsdd_run, tmp_path):
     metrics = evaluate(
-        str(trained_fsdd / "checkpoints" / "best.ckpt"), out_dir=str(tmp_path), accelerator="cpu"
+        str(tiny_fsdd_run / "checkpoints" / "best.ckpt"), out_dir=str(tmp_path), accelerator="cpu"
     )
     assert "test_acc" in metrics
     png = tmp_path / "spectrograms.png"
@@ -87,10 +64,10 @@ def test_eval_writes_metrics_and_a_spectrogram_figure(trained_fsdd, tmp_path):
     assert (tmp_path / "confusion_matrix.png").is_file()
 
 
-def test_save_spectrograms_draws_fixed_batches_too(trained_fsdd, tmp_path):
+def test_save_spectrograms_draws_fixed_batches_too(tiny_fsdd_run, tmp_path):
     from omniformer.checkpoint import load_checkpoint, task_from_checkpoint
 
-    task = task_from_checkpoint(load_checkpoint(trained_fsdd / "checkpoints" / "best.ckpt"))
+    task = task_from_checkpoint(load_checkpoint(tiny_fsdd_run / "checkpoints" / "best.ckpt"))
     waves = torch.randn(3, 4000) * 0.1
     paths = save_spectrograms(
         task, (waves, torch.tensor([0, 1, 0])), ["0", "1"], tmp_path / "figs", max_clips=2
@@ -128,7 +105,7 @@ def test_audio_configs_compose_and_build_the_model(overrides):
 def test_one_short_epoch_on_the_full_shared_fsdd(tmp_path):
     run_cli(
         "omniformer.train",
-        *TINY,
+        *AUDIO,
         "data=spoken_digits",
         f"data.root={SHARED_DATA / 'fsdd'}",
         "trainer.max_epochs=1",

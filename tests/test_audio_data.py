@@ -17,7 +17,8 @@ from omniformer.data import AudioFolderDataModule, SpeechCommandsDataModule, Spo
 from omniformer.data.audio import LengthBucketSampler
 from omniformer.data.audio_files import read_audio
 from omniformer.data.collate import PadCollate
-from tests.conftest import FIXTURES, compose_train
+from tests.helpers.paths import FIXTURES
+from tests.helpers.runs import compose_train
 
 FSDD_FIXTURE = FIXTURES / "fsdd"
 

@@ -27,8 +27,8 @@ from omniformer.backbone import Backbone
 from omniformer.heads import LMHead
 from omniformer.model import OmniModel
 from omniformer.tokenizers import TextTokenizer
-
-from .conftest import REPO
+from tests.helpers.paths import REPO
+from tests.helpers.runs import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -268,6 +268,7 @@ def test_gpu_suite_refuses_without_cuda_and_names_the_dry_run(tmp_path):
         run_suite(_bench_config("suite=gpu", f"results_dir={tmp_path}"))
 
 
+@pytest.mark.slow
 def test_gpu_suite_dry_run_in_process(tmp_path):
     from benchmarks.cli import run_suite
 
@@ -311,8 +312,6 @@ def test_gpu_suite_script_dry_run(tmp_path):
 
 @pytest.mark.slow
 def test_bench_cli_smoke(tmp_path):
-    from .conftest import run_cli
-
     run_cli("benchmarks", "suite=smoke", f"results_dir={tmp_path}", f"markdown={tmp_path}/R.md")
     (result,) = tmp_path.glob("*-smoke.json")
     validate_result(json.loads(result.read_text()))

@@ -1,4 +1,8 @@
-"""End-to-end runs of the console entry points on tiny configs, and the errors users get."""
+"""End-to-end runs of the console entry points on tiny configs, and the errors users get.
+
+The commands run their ``main()`` in this process with a command line (seconds each), and as their own
+Python processes too in the slow set (the ``entry_point`` fixture).
+"""
 
 from __future__ import annotations
 
@@ -11,29 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, read_results, run_cli
-
-TINY = [
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "data.block_size=16",
-    "data.batch_size=4",
-    "data.vocab_size=300",
-    "trainer.max_steps=6",
-    "trainer.val_check_interval=3",
-    "trainer.limit_val_batches=2",
-    "trainer.accelerator=cpu",
-    "task.sample_tokens=12",
-    "callbacks.progress=null",
-]
+from tests.helpers.overrides import LM_CLI, replace
+from tests.helpers.paths import REPO
+from tests.helpers.runs import read_results, run_cli, run_main
 
 
 @pytest.fixture(scope="module")
 def trained_lm(tmp_path_factory) -> Path:
-    """One tiny BPE language model trained through the CLI, shared by the tests below."""
+    """One tiny BPE language model trained by omniformer-train's main() with a command line, shared by
+    the tests below (test_char_tokenizer_on_a_user_text_file[subprocess] trains in its own process)."""
     run_dir = tmp_path_factory.mktemp("lm_run")
-    run_cli("omniformer.train", *TINY, f"hydra.run.dir={run_dir}")
+    run_main("omniformer.train", *LM_CLI, f"hydra.run.dir={run_dir}")
     return run_dir
 
 
@@ -60,8 +52,8 @@ def test_checkpoint_carries_config_and_vocabulary_and_loads_weights_only(trained
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
 
 
-def test_generate_reads_the_checkpoint(trained_lm):
-    proc = run_cli(
+def test_generate_reads_the_checkpoint(trained_lm, entry_point):
+    proc = entry_point(
         "omniformer.generate",
         f"ckpt={trained_lm / 'checkpoints' / 'last.ckpt'}",
         "prompt=ROMEO:",
@@ -73,8 +65,8 @@ def test_generate_reads_the_checkpoint(trained_lm):
     assert len(proc.stdout) > len("ROMEO:")
 
 
-def test_eval_reports_validation_metrics(trained_lm, tmp_path):
-    run_cli(
+def test_eval_reports_validation_metrics(trained_lm, tmp_path, entry_point):
+    entry_point(
         "omniformer.evaluate",
         f"ckpt={trained_lm / 'checkpoints' / 'best.ckpt'}",
         "split=val",
@@ -84,20 +76,20 @@ def test_eval_reports_validation_metrics(trained_lm, tmp_path):
     assert report["split"] == "val" and report["val_loss"] > 0
 
 
-def test_help_and_cfg_job_show_the_composed_config():
-    help_text = run_cli("omniformer.train", "--help").stdout
+def test_help_and_cfg_job_show_the_composed_config(entry_point):
+    help_text = entry_point("omniformer.train", "--help").stdout
     assert "task: language_modeling" in help_text or "language_modeling" in help_text
-    job = run_cli("omniformer.train", "--cfg", "job", "model=small", "data.block_size=256").stdout
+    job = entry_point("omniformer.train", "--cfg", "job", "model=small", "data.block_size=256").stdout
     assert "dim: 384" in job and "block_size: 256" in job
 
 
-def test_char_tokenizer_on_a_user_text_file(tmp_path):
+def test_char_tokenizer_on_a_user_text_file(tmp_path, entry_point):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be, that is the question\n" * 200)
     run_dir = tmp_path / "run"
-    run_cli(
+    entry_point(
         "omniformer.train",
-        *TINY,
+        *LM_CLI,
         "data=textfile",
         f"data.path={corpus}",
         "data.tokenizer=char",
@@ -117,17 +109,17 @@ def test_char_tokenizer_on_a_user_text_file(tmp_path):
         (["ckpt_path=/nonexistent/last.ckpt"], "/nonexistent/last.ckpt does not exist"),
     ],
 )
-def test_bad_training_input_fails_with_one_clear_error(args, message, tmp_path):
-    proc = run_cli("omniformer.train", *args, f"hydra.run.dir={tmp_path}", check=False)
+def test_bad_training_input_fails_with_one_clear_error(args, message, tmp_path, entry_point):
+    proc = entry_point("omniformer.train", *args, f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_non_utf8_corpus_names_the_file_and_offset(tmp_path):
+def test_non_utf8_corpus_names_the_file_and_offset(tmp_path, entry_point):
     corpus = tmp_path / "bad.txt"
     corpus.write_bytes(b"hello \xff world")
-    proc = run_cli(
+    proc = entry_point(
         "omniformer.train", "data=textfile", f"data.path={corpus}", f"hydra.run.dir={tmp_path}", check=False
     )
     assert proc.returncode != 0
@@ -139,17 +131,17 @@ class _Payload:
         return (print, ("payload ran",))
 
 
-def test_generate_refuses_missing_foreign_and_unsafe_checkpoints(tmp_path):
-    missing = run_cli("omniformer.generate", f"ckpt={tmp_path / 'nope.ckpt'}", check=False)
+def test_generate_refuses_missing_foreign_and_unsafe_checkpoints(tmp_path, entry_point):
+    missing = entry_point("omniformer.generate", f"ckpt={tmp_path / 'nope.ckpt'}", check=False)
     assert missing.returncode != 0 and "nope.ckpt does not exist" in missing.stderr
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"weights": torch.zeros(2)}, foreign)
-    proc = run_cli("omniformer.generate", f"ckpt={foreign}", check=False)
+    proc = entry_point("omniformer.generate", f"ckpt={foreign}", check=False)
     assert proc.returncode != 0 and "is not an omniformer checkpoint" in proc.stderr
     unsafe = tmp_path / "unsafe.ckpt"
     with open(unsafe, "wb") as handle:
         pickle.dump({"omniformer": _Payload(), "state_dict": {}}, handle)
-    proc = run_cli("omniformer.generate", f"ckpt={unsafe}", check=False)
+    proc = entry_point("omniformer.generate", f"ckpt={unsafe}", check=False)
     assert proc.returncode != 0 and "refusing to load" in proc.stderr
     assert "payload ran" not in proc.stdout
 
@@ -159,8 +151,7 @@ def test_multirun_sweeps_every_combination(tmp_path):
     run_cli(
         "omniformer.train",
         "--multirun",
-        *[a for a in TINY if not a.startswith("trainer.max_steps")],
-        "trainer.max_steps=3",
+        *replace(LM_CLI, "trainer.max_steps=3"),
         "model.depth=1,2",
         "optim.lr=1e-3,3e-4",
         f"hydra.sweep.dir={tmp_path}",

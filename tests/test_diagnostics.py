@@ -18,8 +18,7 @@ from omniformer.heads import LMHead
 from omniformer.model import OmniModel
 from omniformer.tasks import LanguageModelingTask, OptimSettings
 from omniformer.tokenizers import TextTokenizer
-
-from .conftest import compose_train
+from tests.helpers.runs import compose_train
 
 
 def lm_task(vocab: int = 40, dim: int = 16, depth: int = 3, init: str = "scaled") -> LanguageModelingTask:

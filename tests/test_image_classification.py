@@ -1,4 +1,4 @@
-"""Image classification end to end: metrics by hand, the CLI on real MNIST digits, eval figures,
+"""Image classification end to end: metrics by hand, training on real MNIST digits, eval figures,
 predictions, image folders in process, and the attention-rollout picture."""
 
 from __future__ import annotations
@@ -22,21 +22,12 @@ from omniformer.tasks import ClassificationTask, OptimSettings
 from omniformer.tokenizers import ImagePatchTokenizer
 from omniformer.train import train
 from omniformer.viz.attention import attention_rollout, save_attention_maps
-from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data, read_results, run_cli
-from tests.test_image_data import make_image_folder
+from tests.helpers.data import make_image_folder
+from tests.helpers.overrides import IMAGE
+from tests.helpers.paths import FIXTURES, SHARED_DATA, needs_shared_data
+from tests.helpers.runs import compose_train, read_results, run_cli
 
-MNIST_FIXTURE = FIXTURES / "mnist"
-DIGITS = sorted((MNIST_FIXTURE / "png").glob("*.png"))
-TINY = [
-    "task=image_classification",
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "optim.warmup_steps=2",
-    "trainer.accelerator=cpu",
-    "trainer.log_every_n_steps=1",
-    "callbacks.progress=null",
-]
+DIGITS = sorted((FIXTURES / "mnist" / "png").glob("*.png"))
 
 
 def tiny_task(channels: int = 1, size: int = 28, patch: int = 7, cls: bool = False, classes: int = 10):
@@ -134,58 +125,36 @@ def test_attention_figure_is_a_png(tmp_path):
     assert task.training  # the caller's mode is restored
 
 
-# -- the CLI on real MNIST digits ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def trained_mnist(tmp_path_factory) -> Path:
-    """A tiny ViT trained through omniformer-train on the 20 bundled MNIST training digits."""
-    run_dir = tmp_path_factory.mktemp("mnist_run")
-    run_cli(
-        "omniformer.train",
-        *TINY,
-        "data=mnist",
-        f"data.root={MNIST_FIXTURE}",
-        "data.val_size=4",
-        "data.batch_size=8",
-        "data.eval_batch_size=8",
-        "data.num_workers=0",
-        "trainer.max_epochs=3",
-        f"hydra.run.dir={run_dir}",
-    )
-    return run_dir
-
-
-@pytest.mark.slow
-def test_training_cli_writes_results_classes_and_checkpoints(trained_mnist):
-    results = read_results(trained_mnist)
+# -- real MNIST digits: training, omniformer-eval and -predict ----------------------------------------
+def test_training_writes_results_classes_and_checkpoints(tiny_mnist_run):
+    results = read_results(tiny_mnist_run)
     for key in ("val_acc", "val_f1", "val_acc_top5", "test_acc", "test_f1", "test_loss", "samples_per_sec"):
         assert key in results, key
     assert results["steps"] == 6 and 0.0 <= results["test_acc"] <= 1.0
-    classes = json.loads((trained_mnist / "classes.json").read_text())
+    classes = json.loads((tiny_mnist_run / "classes.json").read_text())
     assert classes[7] == "7 - seven"
-    assert json.loads((trained_mnist / "normalization.json").read_text()) == {
+    assert json.loads((tiny_mnist_run / "normalization.json").read_text()) == {
         "mean": [0.1307],
         "std": [0.3081],
     }
-    checkpoint = torch.load(trained_mnist / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint = torch.load(tiny_mnist_run / "checkpoints" / "best.ckpt", weights_only=True)
     spec = checkpoint["omniformer"]["config"]["data_spec"]
     assert (spec["in_channels"], spec["image_size"], spec["patch_size"]) == (1, 28, 7)
     assert "net.tokenizers.image.proj.weight" in checkpoint["state_dict"]
 
 
-@pytest.mark.slow
-def test_eval_writes_metrics_confusion_matrix_and_attention_maps(trained_mnist, tmp_path):
+def test_eval_writes_metrics_confusion_matrix_and_attention_maps(tiny_mnist_run, tmp_path):
     metrics = evaluate(
-        str(trained_mnist / "checkpoints" / "best.ckpt"), out_dir=str(tmp_path), accelerator="cpu"
+        str(tiny_mnist_run / "checkpoints" / "best.ckpt"), out_dir=str(tmp_path), accelerator="cpu"
     )
-    assert metrics["test_acc"] == pytest.approx(read_results(trained_mnist)["test_acc"])
+    assert metrics["test_acc"] == pytest.approx(read_results(tiny_mnist_run)["test_acc"])
     for name in ("eval.json", "confusion_matrix.png", "attention_rollout.png"):
         assert (tmp_path / name).is_file(), name
 
 
-@pytest.mark.slow
-def test_predict_cli_labels_digit_files(trained_mnist, tmp_path):
-    ckpt = trained_mnist / "checkpoints" / "best.ckpt"
-    proc = run_cli("omniformer.predict", f"ckpt={ckpt}", f"inputs=[{DIGITS[0]},{DIGITS[1]}]", "top_k=3")
+def test_predict_cli_labels_digit_files(tiny_mnist_run, tmp_path, entry_point):
+    ckpt = tiny_mnist_run / "checkpoints" / "best.ckpt"
+    proc = entry_point("omniformer.predict", f"ckpt={ckpt}", f"inputs=[{DIGITS[0]},{DIGITS[1]}]", "top_k=3")
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(str(DIGITS[0]))
     assert len(lines[0].split(": ", 1)[1].split(", ")) == 3
@@ -208,7 +177,7 @@ def test_readme_command_on_shared_mnist(tmp_path):
     """`omniformer-train task=image_classification data=mnist data.root=../shared/data`, a few steps."""
     run_cli(
         "omniformer.train",
-        *TINY,
+        *IMAGE,
         "data=mnist",
         f"data.root={SHARED_DATA}",
         "data.num_workers=0",
@@ -226,7 +195,7 @@ def test_readme_command_on_shared_mnist(tmp_path):
 def in_process(overrides: list[str], run_dir: Path) -> dict:
     cfg = compose_train(
         [
-            *TINY,
+            *IMAGE,
             f"callbacks.checkpoint.dirpath={run_dir}/checkpoints",
             "logger=none",
             "callbacks.lr_monitor=null",
@@ -268,7 +237,7 @@ def test_learned_positions_and_cls_pooling_from_config(tmp_path):
     root = make_image_folder(tmp_path / "photos", per_class=4, size=(24, 16))
     cfg = compose_train(
         [
-            *TINY,
+            *IMAGE,
             "data=image_folder",
             f"data.root={root}",
             "data.image_size=[16,24]",

@@ -24,7 +24,9 @@ from omniformer.data import (
 from omniformer.data.image import default_data_root
 from omniformer.data.splits import split_indices
 from omniformer.tasks.classification import check_labels
-from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data
+from tests.helpers.data import COLOURS, make_image_folder
+from tests.helpers.paths import FIXTURES, SHARED_DATA, needs_shared_data
+from tests.helpers.runs import compose_train
 
 MNIST_FIXTURE = FIXTURES / "mnist"
 FIXTURE_TRAIN_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5, 3, 6, 1, 7, 2, 8, 6, 9]
@@ -34,23 +36,6 @@ CROP = {"_target_": "torchvision.transforms.v2.RandomCrop", "size": 28, "padding
 
 
 # -- fixtures written in the real formats -------------------------------------------------------
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 210)}
-
-
-def make_image_folder(root: Path, per_class: int = 6, classes=COLOURS, size=(20, 16)) -> Path:
-    """``root/<colour>/<i>.png|jpg``: noisy images of one colour per class, PNG and JPEG mixed."""
-    rng = np.random.default_rng(0)
-    for name, rgb in classes.items():
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            noise = rng.integers(-20, 20, size=(size[1], size[0], 3))
-            pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
-            suffix = "png" if i % 2 else "jpg"
-            Image.fromarray(pixels).save(folder / f"{i}.{suffix}")
-    return root
-
-
 def _cifar_images(count: int, offset: int) -> np.ndarray:
     """``count×3072`` uint8 rows in CIFAR's layout (1024 red, 1024 green, 1024 blue, row-major)."""
     rows = np.zeros((count, 3, 32, 32), dtype=np.uint8)
@@ -229,19 +214,23 @@ def test_cifar100_fixture(tmp_path, skip_md5):
 
 
 def test_download_true_fetches_through_torchvision(tmp_path, monkeypatch, skip_md5):
-    """``data.download=true`` calls torchvision's own download (here faked: the machine is offline)."""
-    calls = []
+    """``data.download=true`` gets the files through torchvision's own CIFAR10.download (the machine
+    is offline: here that download writes the tiny fixture, as the real one writes the archive's
+    contents); without it, an empty root stays empty and is refused."""
 
-    def fake_download(dataset):
-        calls.append(type(dataset).__name__)
+    def offline_download(dataset):
         if not (Path(dataset.root) / "cifar-10-batches-py").is_dir():
             write_cifar10(Path(dataset.root))
 
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", fake_download)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", offline_download)
+    assert CIFAR10DataModule(root=str(tmp_path)).download is False  # off unless asked for
+    with pytest.raises(FileNotFoundError):
+        CIFAR10DataModule(root=str(tmp_path), val_size=2, num_workers=0).setup("fit")
+    assert not any(tmp_path.iterdir())  # nothing fetched
     dm = CIFAR10DataModule(root=str(tmp_path), download=True, val_size=2, num_workers=0)
     dm.setup("fit")
-    assert calls and set(calls) == {"CIFAR10"} and len(dm.test_set) == 6
-    assert CIFAR10DataModule(root=str(tmp_path)).download is False  # off unless asked for
+    assert (tmp_path / "cifar-10-batches-py" / "test_batch").is_file() and len(dm.test_set) == 6
+    assert len(dm.train_set) + len(dm.val_set) == 20
 
 
 def test_cifar_missing_and_corrupt_files(tmp_path):

@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from omniformer.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
 from omniformer.data.image_files import read_image
 from omniformer.data.image_transforms import ScaleNormalize
-from tests.conftest import FIXTURES
+from tests.helpers.paths import FIXTURES
 
 DIM, BRIGHT = 1000, 60000  # two 16-bit grey levels that an 8-bit conversion both clips to 255
 

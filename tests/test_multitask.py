@@ -21,7 +21,8 @@ from omniformer.model import OmniModel
 from omniformer.tasks import ClassificationTask, LanguageModelingTask, OptimSettings
 from omniformer.tasks.multitask import ClassificationLoss, LanguageModelingLoss, MultiTaskTask
 from omniformer.tokenizers import ImagePatchTokenizer, TextTokenizer
-from tests.conftest import FIXTURES, compose_train, read_results, run_cli
+from tests.helpers.overrides import MULTITASK
+from tests.helpers.runs import compose_train, read_results
 
 DIM, VOCAB = 32, 20
 
@@ -563,33 +564,9 @@ def test_config_composes_members_from_the_tasks_group():
     assert both.task.members.movie_reviews.modality == "review_text"
 
 
-MULTI_TINY = [
-    "task=multitask",
-    "tasks=[text_lm, mnist, spoken_digits]",
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "data.members.text_lm.block_size=16",
-    "data.members.text_lm.batch_size=4",
-    "data.members.text_lm.vocab_size=300",
-    f"data.members.mnist.root={FIXTURES / 'mnist'}",
-    "data.members.mnist.val_size=4",
-    "data.members.mnist.batch_size=4",
-    f"data.members.spoken_digits.root={FIXTURES / 'fsdd'}",
-    "data.members.spoken_digits.val_takes=1",
-    "data.members.spoken_digits.batch_size=2",
-    "trainer.max_steps=6",
-    "trainer.val_check_interval=3",
-    "trainer.limit_val_batches=2",
-    "trainer.accelerator=cpu",
-    "callbacks.progress=null",
-]
-
-
-@pytest.mark.slow
-def test_multitask_cli_on_text_images_and_audio(tmp_path):
+def test_multitask_cli_on_text_images_and_audio(tmp_path, entry_point):
     run_dir = tmp_path / "run"
-    run_cli("omniformer.train", *MULTI_TINY, "data.sampling=proportional", f"hydra.run.dir={run_dir}")
+    entry_point("omniformer.train", *MULTITASK, "data.sampling=proportional", f"hydra.run.dir={run_dir}")
     results = read_results(run_dir)
     for key in (
         "text_lm/val_loss",
@@ -609,11 +586,10 @@ def test_multitask_cli_on_text_images_and_audio(tmp_path):
     assert "mnist/classes.json" in checkpoint["omniformer"]["artifacts"]
 
 
-@pytest.mark.slow
-def test_multitask_cli_refuses_bad_weights_before_training(tmp_path):
-    proc = run_cli(
+def test_multitask_cli_refuses_bad_weights_before_training(tmp_path, entry_point):
+    proc = entry_point(
         "omniformer.train",
-        *MULTI_TINY,
+        *MULTITASK,
         "data.sampling=weights",
         "data.weights={text_lm: 1, mnist: -1, spoken_digits: 1}",
         f"hydra.run.dir={tmp_path}",

@@ -88,13 +88,10 @@ def test_clear_errors(tmp_path, capsys):
     assert "no logged rows" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_train_with_diagnostics_then_plot(tmp_path):
+def test_train_with_diagnostics_then_plot(tmp_path, entry_point):
     """The documented commands: omniformer-train callbacks=diagnostics, then omniformer-plot <run>."""
-    from .conftest import run_cli
-
     run = tmp_path / "run"
-    run_cli(
+    entry_point(
         "omniformer.train", "callbacks=diagnostics", "debug=fast", "data.tokenizer=char", "model.dim=32",
         "model.depth=2", "model.heads=2", "data.block_size=32", "data.batch_size=8",
         "callbacks.diagnostics.every_n_steps=5", "callbacks.diagnostics.grad_norm_every_n_steps=5",
@@ -102,7 +99,7 @@ def test_train_with_diagnostics_then_plot(tmp_path):
     )  # fmt: skip
     history = json.loads((run / "diagnostics" / "residual.json").read_text())
     assert history["steps"] == [0, 5, 10, 15, 20] and history["blocks"] == 2
-    proc = run_cli("omniformer.plot", str(run))
+    proc = entry_point("omniformer.plot", str(run))
     for name in ("loss.png", "learning_rate.png", "grad_norm.png", "residual_heatmap.png"):
         assert name in proc.stdout
         check_png(run / "plots" / name)

@@ -6,30 +6,18 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import sys
 
 import pytest
 import torch
 
 from omniformer.config import ConfigError, check_train_config
-from tests.conftest import FIXTURES, REPO, compose_train, read_results, run_cli
+from tests.helpers.overrides import VIDEO
+from tests.helpers.paths import FIXTURES
+from tests.helpers.plugin import EXAMPLE, forget_plugin
+from tests.helpers.runs import compose_train, read_results
 
-EXAMPLE = REPO / "examples" / "video"
 MNIST_FIXTURE = FIXTURES / "mnist"
-TINY = [
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "data.frames=4",
-    "data.image_size=32",
-    "data.train_clips=8",
-    "data.val_clips=4",
-    "data.test_clips=4",
-    "data.batch_size=4",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "callbacks.progress=null",
-]
+TINY = VIDEO  # tests/test_stored_config_trust.py imports TINY and forget_plugin from here
 
 
 @pytest.fixture
@@ -40,12 +28,6 @@ def video(monkeypatch):
 
     yield omniformer_video
     forget_plugin()
-
-
-def forget_plugin() -> None:
-    """Drop the example's modules from the import cache (the path entry is gone with the fixture)."""
-    for name in [m for m in sys.modules if m == "omniformer_video" or m.startswith("omniformer_video.")]:
-        del sys.modules[name]
 
 
 def test_tubelet_tokens_and_3d_positions(video):
@@ -136,22 +118,25 @@ def test_missing_mnist_names_the_root(video, tmp_path):
         video.MovingMNISTDataModule(str(tmp_path)).setup()
 
 
-@pytest.mark.slow
-def test_plugin_trains_from_a_copy_outside_the_package(tmp_path, monkeypatch):
+def test_plugin_trains_from_a_copy_outside_the_package(tmp_path, monkeypatch, entry_point):
     """Copy examples/video elsewhere and run the CLI there: configs through the search path, classes
     through PYTHONPATH, nothing inside omniformer/ touched."""
     shutil.copytree(EXAMPLE, tmp_path / "video", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "video"))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "video"))  # for the CLI process
+    monkeypatch.syspath_prepend(str(tmp_path / "video"))  # the same, for main() in this process
     run_dir = tmp_path / "run"
-    run_cli(
-        "omniformer.train",
-        "hydra.searchpath=[file://video/conf]",  # relative to the working directory, as in the docs
-        "task=video_classification",
-        f"data.root={MNIST_FIXTURE}",
-        *TINY,
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
+    try:
+        entry_point(
+            "omniformer.train",
+            "hydra.searchpath=[file://video/conf]",  # relative to the working directory, as in the docs
+            "task=video_classification",
+            f"data.root={MNIST_FIXTURE}",
+            *VIDEO,
+            f"hydra.run.dir={run_dir}",
+            cwd=tmp_path,
+        )
+    finally:
+        forget_plugin()
     results = read_results(run_dir)
     assert results["steps"] == 2 and 0 <= results["test_acc"] <= 1
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -188,10 +173,10 @@ def test_a_plugin_classes_own_rules_are_checked_before_any_data(video):
     )
 
 
-@pytest.mark.slow
-def test_the_cli_refuses_an_unimportable_plugin_before_reading_data(tmp_path, monkeypatch):
+def test_the_cli_refuses_an_unimportable_plugin_before_reading_data(tmp_path, monkeypatch, entry_point):
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    proc = run_cli(
+    forget_plugin()
+    proc = entry_point(
         "omniformer.train",
         f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]",
         "task=video_classification",

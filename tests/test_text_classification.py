@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,23 +14,11 @@ from omniformer.data.collate import pad_batch
 from omniformer.data.labelled_text import sort_classes
 from omniformer.data.text_classification import TextClassificationDataModule
 from omniformer.tokenizers import TextTokenizer
-from tests.conftest import FIXTURES, SHARED_DATA, compose_train, needs_shared_data, read_results, run_cli
-
-REVIEWS = FIXTURES / "movie_reviews"
-TINY = [
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "trainer.accelerator=cpu",
-    "callbacks.progress=null",
-    "trainer.enable_model_summary=false",
-]
-
-
-def small(path: Path = REVIEWS, **kwargs) -> TextClassificationDataModule:
-    """A data module over the 6 fixture reviews: 2 train / 2 val / 2 test, a 300-id vocabulary."""
-    options = dict(vocab_size=300, max_length=32, val_fraction=0.34, test_fraction=0.34, batch_size=4)
-    return TextClassificationDataModule(str(path), **{**options, **kwargs})
+from tests.helpers.data import REVIEWS
+from tests.helpers.data import fixture_reviews as small
+from tests.helpers.overrides import TEXT_CLASSIFICATION
+from tests.helpers.paths import SHARED_DATA, needs_shared_data
+from tests.helpers.runs import compose_train, read_results
 
 
 # -- tokenizer ---------------------------------------------------------------------------------------
@@ -71,22 +58,27 @@ def test_folder_layout_split_is_stratified_deterministic_and_independent_of_the_
     }
 
 
-def test_vocabulary_is_trained_on_the_training_split_only(monkeypatch):
-    seen = {}
-    real = tc.train_vocab
-
-    def spy(kind, text, size):
-        seen["text"] = text
-        return real(kind, text, size)
-
-    monkeypatch.setattr(tc, "train_vocab", spy)
-    data = small()
+def test_vocabulary_is_trained_on_the_training_split_only(tmp_path):
+    """Rewriting the validation and test reviews leaves the vocabulary as it was; rewriting a training
+    review changes it (the split depends on the labels only, not on the text)."""
+    shutil.copytree(REVIEWS, tmp_path / "reviews")
+    data = small(tmp_path / "reviews")
     data.setup()
-    reviews = {p.read_text(): p for p in REVIEWS.rglob("*.txt")}
-    used = [text for text in reviews if text in seen["text"]]
-    assert len(used) == 2  # the two training reviews, neither validation nor test text
-    held_out = [data.vocab.decode(ids.tolist()) for ids in data.val_set.ids + data.test_set.ids]
-    assert not any(text[:40] in seen["text"] for text in held_out)
+    held_out = {data.vocab.decode(ids.tolist())[:40] for ids in data.val_set.ids + data.test_set.ids}
+    files = sorted((tmp_path / "reviews").rglob("*.txt"))
+    is_held_out = {f: any(f.read_text().startswith(text) for text in held_out) for f in files}
+    assert sum(is_held_out.values()) == 4  # two validation and two test reviews
+
+    def vocabulary_after_rewriting(held_out_files: bool) -> str:
+        for f in files:
+            if is_held_out[f] == held_out_files:
+                f.write_text("zyzzyva quixotic " * 40 + f.read_text())
+        again = small(tmp_path / "reviews")
+        again.setup()
+        return again.vocab.to_json()
+
+    assert vocabulary_after_rewriting(held_out_files=True) == data.vocab.to_json()
+    assert vocabulary_after_rewriting(held_out_files=False) != data.vocab.to_json()
 
 
 def test_batches_are_padded_ids_lengths_labels_and_long_documents_are_cropped():
@@ -182,16 +174,15 @@ def test_artifacts_round_trip_and_prediction_inputs():
 
 def test_task_config_composes_with_both_data_configs():
     cfg = compose_train(["task=text_classification", "data=movie_reviews"])
-    assert cfg.task.modality == "text" and cfg.task.net.tokenizers.text._target_.endswith("TextTokenizer")
+    assert cfg.task.modality == "text" and cfg.task.net.tokenizers.text._target_.endswith("TextEmbedding")
     assert cfg.callbacks.checkpoint.monitor == "val_acc"
     csv = compose_train(["task=text_classification", "data=text_csv", "data.path=x.csv"])
     assert csv.data.format == "auto" and csv.data.path == "x.csv"
 
 
-@pytest.mark.slow
-def test_tiny_run_on_fixture_reviews_reports_held_out_accuracy(tmp_path):
+def test_tiny_run_on_fixture_reviews_reports_held_out_accuracy(tmp_path, entry_point):
     run_dir = tmp_path / "run"
-    run_cli(
+    entry_point(
         "omniformer.train",
         "task=text_classification",
         "data=movie_reviews",
@@ -201,7 +192,7 @@ def test_tiny_run_on_fixture_reviews_reports_held_out_accuracy(tmp_path):
         "data.val_fraction=0.34",
         "data.test_fraction=0.34",
         "trainer.max_epochs=2",
-        *TINY,
+        *TEXT_CLASSIFICATION,
         f"hydra.run.dir={run_dir}",
     )
     results = read_results(run_dir)

@@ -13,7 +13,8 @@ from omniformer.model import OmniModel
 from omniformer.tasks import ClassificationTask, OptimSettings
 from omniformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from omniformer.transfer import build_backbone, freeze_module, from_checkpoint, load_pretrained, parse_freeze
-from tests.conftest import FIXTURES, compose_train, read_results, run_cli
+from tests.helpers.overrides import IMAGE, MNIST_FIXTURE_DATA
+from tests.helpers.runs import compose_train, read_results
 
 DIM, DEPTH, HEADS = 32, 2, 2
 BACKBONE = {"dim": DIM, "depth": DEPTH, "heads": HEADS, "max_seq_len": 64}
@@ -181,37 +182,14 @@ def test_config_keys_exist_with_safe_defaults():
     assert cfg.model.backbone.freeze == "all_but_norms" and cfg.model.dim == cfg.model.backbone.dim
 
 
-@pytest.mark.slow
-def test_cross_modal_transfer_through_the_cli(tmp_path):
+def test_cross_modal_transfer_through_the_cli(tiny_lm_checkpoint, tmp_path, entry_point):
     """A text LM's backbone, frozen, starts an MNIST classifier; only tokenizer, norms and head train."""
-    lm_dir, image_dir = tmp_path / "lm", tmp_path / "image"
-    tiny = [
-        "model.dim=32",
-        "model.depth=1",
-        "model.heads=2",
-        "trainer.accelerator=cpu",
-        "callbacks.progress=null",
-    ]
-    run_cli(
+    image_dir = tmp_path / "image"
+    ckpt = tiny_lm_checkpoint  # the same 32-wide, one-block, two-head backbone
+    proc = entry_point(
         "omniformer.train",
-        *tiny,
-        "data.block_size=16",
-        "data.batch_size=4",
-        "data.vocab_size=300",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "trainer.limit_val_batches=1",
-        "task.sample_tokens=4",
-        f"hydra.run.dir={lm_dir}",
-    )
-    ckpt = lm_dir / "checkpoints" / "last.ckpt"
-    proc = run_cli(
-        "omniformer.train",
-        *tiny,
-        "task=image_classification",
-        "data=mnist",
-        f"data.root={FIXTURES / 'mnist'}",
-        "data.val_size=4",
+        *IMAGE,
+        *MNIST_FIXTURE_DATA,
         "data.batch_size=8",
         "data.num_workers=0",
         "trainer.max_epochs=1",
@@ -229,8 +207,8 @@ def test_cross_modal_transfer_through_the_cli(tmp_path):
     assert read_results(image_dir)["steps"] == 2
 
 
-def test_bad_freeze_value_fails_before_any_data_is_read(tmp_path):
-    proc = run_cli(
+def test_bad_freeze_value_fails_before_any_data_is_read(tmp_path, entry_point):
+    proc = entry_point(
         "omniformer.train", "model.backbone.freeze=everything", f"hydra.run.dir={tmp_path}", check=False
     )
     assert proc.returncode != 0
