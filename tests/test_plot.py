@@ -88,6 +88,7 @@ def test_clear_errors(tmp_path, capsys):
     assert "no logged rows" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 20 steps with diagnostics (4 s in process); the parts have fast tests
 def test_train_with_diagnostics_then_plot(tmp_path, entry_point):
     """The documented commands: omniformer-train callbacks=diagnostics, then omniformer-plot <run>."""
     run = tmp_path / "run"
