@@ -34,7 +34,9 @@ def compose_train(overrides: Sequence[str]) -> DictConfig:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    import omniformer.train  # noqa: F401  (registers the structured-config schemas train.yaml uses)
+    from omniformer.config import register_schemas
+
+    register_schemas()  # the structured-config schemas train.yaml uses
 
     outer = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()

@@ -29,6 +29,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from omniformer.checkpoint import datamodule_from_checkpoint, load_checkpoint, task_from_checkpoint
 from omniformer.files import write_json
+from omniformer.known_warnings import silence_known_warnings
 from omniformer.tasks.classification import ClassificationTask
 from omniformer.trusted_config import parse_allow_targets
 from omniformer.viz import EXAMPLE_FIGURES
@@ -102,6 +103,7 @@ def _classifier_figures(task: ClassificationTask, loader, out: Path, device: tor
 @hydra.main(config_path="conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Evaluate a checkpoint and print where the report went."""
+    silence_known_warnings()
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
     metrics = evaluate(
         cfg.ckpt, cfg.split, data, cfg.out_dir, cfg.figures, cfg.accelerator, cfg.get("allow_targets")

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from omniformer.checkpoint import datamodule_from_checkpoint, load_checkpoint, task_from_checkpoint
+from omniformer.known_warnings import silence_known_warnings
 from omniformer.trusted_config import parse_allow_targets
 
 
@@ -58,6 +59,7 @@ def predict(
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Print one line per input: the top-k labels and probabilities."""
+    silence_known_warnings()
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
     for row in predict(cfg.ckpt, list(cfg.inputs), cfg.top_k, data, cfg.get("allow_targets")):
         ranked = ", ".join(f"{t['label']} {t['prob']:.3f}" for t in row["top"])
