@@ -15,7 +15,7 @@ from omniformer.predict import predict
 from omniformer.viz.spectrogram import save_spectrograms
 from tests.helpers.overrides import AUDIO
 from tests.helpers.paths import FIXTURES, SHARED_DATA, needs_shared_data
-from tests.helpers.runs import compose_train, read_results, run_cli
+from tests.helpers.runs import compose_train, read_results, run_cli, run_main
 
 FSDD_FIXTURE = FIXTURES / "fsdd"
 
@@ -32,14 +32,14 @@ def test_training_on_real_clips_writes_results_classes_and_sample_rate(tiny_fsdd
     assert "classes.json" in checkpoint["omniformer"]["artifacts"]
 
 
-def test_predict_cli_reads_wav_at_another_rate(tiny_fsdd_run, tmp_path, entry_point):
+def test_predict_cli_reads_wav_at_another_rate(tiny_fsdd_run, tmp_path):
     """A 44.1 kHz stereo file is mixed and resampled to the checkpoint's 8 kHz before the model sees it."""
     wave, rate = sf.read(FSDD_FIXTURE / "recordings" / "1_theo_0.wav")
     resampled = torchaudio.functional.resample(torch.as_tensor(wave, dtype=torch.float32), rate, 44100)
     sf.write(tmp_path / "one.wav", torch.stack([resampled, resampled], dim=1).numpy(), 44100)
     ckpt = tiny_fsdd_run / "checkpoints" / "best.ckpt"
     clip = FSDD_FIXTURE / "recordings" / "0_theo_0.wav"
-    proc = entry_point(
+    proc = run_main(
         "omniformer.predict", f"ckpt={ckpt}", f"inputs=[{clip},{tmp_path / 'one.wav'}]", "top_k=2"
     )
     lines = proc.stdout.strip().splitlines()

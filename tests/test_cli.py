@@ -1,7 +1,8 @@
 """End-to-end runs of the console entry points on tiny configs, and the errors users get.
 
-The commands run their ``main()`` in this process with a command line (seconds each), and as their own
-Python processes too in the slow set (the ``entry_point`` fixture).
+The commands run their ``main()`` in this process with a command line (``run_main``: a second, where
+a Python process costs 6-13 s); training, generate, eval and a bad input also run as their own
+processes in the slow set (the ``entry_point`` fixture).
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ def test_eval_reports_validation_metrics(trained_lm, tmp_path, entry_point):
     assert report["split"] == "val" and report["val_loss"] > 0
 
 
-def test_help_and_cfg_job_show_the_composed_config(entry_point):
-    help_text = entry_point("omniformer.train", "--help").stdout
+def test_help_and_cfg_job_show_the_composed_config():
+    help_text = run_main("omniformer.train", "--help").stdout
     assert "task: language_modeling" in help_text or "language_modeling" in help_text
-    job = entry_point("omniformer.train", "--cfg", "job", "model=small", "data.block_size=256").stdout
+    job = run_main("omniformer.train", "--cfg", "job", "model=small", "data.block_size=256").stdout
     assert "dim: 384" in job and "block_size: 256" in job
 
 
@@ -109,8 +110,8 @@ def test_char_tokenizer_on_a_user_text_file(tmp_path, entry_point):
         (["ckpt_path=/nonexistent/last.ckpt"], "/nonexistent/last.ckpt does not exist"),
     ],
 )
-def test_bad_training_input_fails_with_one_clear_error(args, message, tmp_path, entry_point):
-    proc = entry_point("omniformer.train", *args, f"hydra.run.dir={tmp_path}", check=False)
+def test_bad_training_input_fails_with_one_clear_error(args, message, tmp_path):
+    proc = run_main("omniformer.train", *args, f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "checkpoints").exists()
@@ -131,17 +132,17 @@ class _Payload:
         return (print, ("payload ran",))
 
 
-def test_generate_refuses_missing_foreign_and_unsafe_checkpoints(tmp_path, entry_point):
-    missing = entry_point("omniformer.generate", f"ckpt={tmp_path / 'nope.ckpt'}", check=False)
+def test_generate_refuses_missing_foreign_and_unsafe_checkpoints(tmp_path):
+    missing = run_main("omniformer.generate", f"ckpt={tmp_path / 'nope.ckpt'}", check=False)
     assert missing.returncode != 0 and "nope.ckpt does not exist" in missing.stderr
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"weights": torch.zeros(2)}, foreign)
-    proc = entry_point("omniformer.generate", f"ckpt={foreign}", check=False)
+    proc = run_main("omniformer.generate", f"ckpt={foreign}", check=False)
     assert proc.returncode != 0 and "is not an omniformer checkpoint" in proc.stderr
     unsafe = tmp_path / "unsafe.ckpt"
     with open(unsafe, "wb") as handle:
         pickle.dump({"omniformer": _Payload(), "state_dict": {}}, handle)
-    proc = entry_point("omniformer.generate", f"ckpt={unsafe}", check=False)
+    proc = run_main("omniformer.generate", f"ckpt={unsafe}", check=False)
     assert proc.returncode != 0 and "refusing to load" in proc.stderr
     assert "payload ran" not in proc.stdout
 

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omniformer.train import run
 from tests.helpers.callbacks import dump, launch_record
 from tests.helpers.paths import REPO
-from tests.helpers.runs import compose_train, read_results, run_cli
+from tests.helpers.runs import compose_train, read_results, run_cli, run_main
 
 
 def corpus(path: Path) -> Path:
@@ -182,9 +182,9 @@ def test_devices_that_differ_from_srun_tasks_per_node_are_refused(tmp_path, monk
         )
 
 
-def test_an_srun_task_without_a_run_folder_refuses_to_start(tmp_path, monkeypatch, entry_point):
+def test_an_srun_task_without_a_run_folder_refuses_to_start(tmp_path, monkeypatch):
     srun_task(monkeypatch, tasks_per_node=2, nodes=1, procid=1)
-    proc = entry_point("omniformer.train", "trainer=ddp_cpu", cwd=tmp_path, check=False)
+    proc = run_main("omniformer.train", "trainer=ddp_cpu", cwd=tmp_path, check=False)
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "this is one of 2 processes of a multi-process launch, but hydra.run.dir is not set" in output

@@ -22,7 +22,7 @@ from omniformer.tasks import ClassificationTask, LanguageModelingTask, OptimSett
 from omniformer.tasks.multitask import ClassificationLoss, LanguageModelingLoss, MultiTaskTask
 from omniformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from tests.helpers.overrides import MULTITASK
-from tests.helpers.runs import compose_train, read_results
+from tests.helpers.runs import compose_train, read_results, run_main
 
 DIM, VOCAB = 32, 20
 
@@ -564,9 +564,9 @@ def test_config_composes_members_from_the_tasks_group():
     assert both.task.members.movie_reviews.modality == "review_text"
 
 
-def test_multitask_cli_on_text_images_and_audio(tmp_path, entry_point):
+def test_multitask_cli_on_text_images_and_audio(tmp_path):
     run_dir = tmp_path / "run"
-    entry_point("omniformer.train", *MULTITASK, "data.sampling=proportional", f"hydra.run.dir={run_dir}")
+    run_main("omniformer.train", *MULTITASK, "data.sampling=proportional", f"hydra.run.dir={run_dir}")
     results = read_results(run_dir)
     for key in (
         "text_lm/val_loss",
@@ -586,8 +586,8 @@ def test_multitask_cli_on_text_images_and_audio(tmp_path, entry_point):
     assert "mnist/classes.json" in checkpoint["omniformer"]["artifacts"]
 
 
-def test_multitask_cli_refuses_bad_weights_before_training(tmp_path, entry_point):
-    proc = entry_point(
+def test_multitask_cli_refuses_bad_weights_before_training(tmp_path):
+    proc = run_main(
         "omniformer.train",
         *MULTITASK,
         "data.sampling=weights",

@@ -9,6 +9,7 @@ import pytest
 
 from omniformer.plot import main, plot_run
 from omniformer.viz.curves import plot_scaling, read_metrics_csv
+from tests.helpers.runs import run_main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -89,10 +90,10 @@ def test_clear_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow  # 20 steps with diagnostics (4 s in process); the parts have fast tests
-def test_train_with_diagnostics_then_plot(tmp_path, entry_point):
+def test_train_with_diagnostics_then_plot(tmp_path):
     """The documented commands: omniformer-train callbacks=diagnostics, then omniformer-plot <run>."""
     run = tmp_path / "run"
-    entry_point(
+    run_main(
         "omniformer.train", "callbacks=diagnostics", "debug=fast", "data.tokenizer=char", "model.dim=32",
         "model.depth=2", "model.heads=2", "data.block_size=32", "data.batch_size=8",
         "callbacks.diagnostics.every_n_steps=5", "callbacks.diagnostics.grad_norm_every_n_steps=5",
@@ -100,7 +101,7 @@ def test_train_with_diagnostics_then_plot(tmp_path, entry_point):
     )  # fmt: skip
     history = json.loads((run / "diagnostics" / "residual.json").read_text())
     assert history["steps"] == [0, 5, 10, 15, 20] and history["blocks"] == 2
-    proc = entry_point("omniformer.plot", str(run))
+    proc = run_main("omniformer.plot", str(run))
     for name in ("loss.png", "learning_rate.png", "grad_norm.png", "residual_heatmap.png"):
         assert name in proc.stdout
         check_png(run / "plots" / name)

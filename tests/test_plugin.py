@@ -14,7 +14,7 @@ from omniformer.config import ConfigError, check_train_config
 from tests.helpers.overrides import VIDEO
 from tests.helpers.paths import FIXTURES
 from tests.helpers.plugin import EXAMPLE, forget_plugin
-from tests.helpers.runs import compose_train, read_results
+from tests.helpers.runs import compose_train, read_results, run_main
 
 MNIST_FIXTURE = FIXTURES / "mnist"
 TINY = VIDEO  # tests/test_stored_config_trust.py imports TINY and forget_plugin from here
@@ -173,10 +173,10 @@ def test_a_plugin_classes_own_rules_are_checked_before_any_data(video):
     )
 
 
-def test_the_cli_refuses_an_unimportable_plugin_before_reading_data(tmp_path, monkeypatch, entry_point):
+def test_the_cli_refuses_an_unimportable_plugin_before_reading_data(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH", raising=False)
     forget_plugin()
-    proc = entry_point(
+    proc = run_main(
         "omniformer.train",
         f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]",
         "task=video_classification",

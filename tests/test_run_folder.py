@@ -37,7 +37,7 @@ from tests.helpers.callbacks import (
 from tests.helpers.data import image_folder
 from tests.helpers.overrides import LM, image_args, replace
 from tests.helpers.paths import REPO
-from tests.helpers.runs import copy_run, read_results, run_cli
+from tests.helpers.runs import copy_run, read_results, run_cli, run_main
 
 SHORT = replace(LM, "trainer.max_steps=5", "trainer.val_check_interval=5")
 
@@ -61,11 +61,11 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_naming_the_folder_and_the
     assert not (folder / LOCK_NAME).exists()  # a finished run leaves no lock file
 
 
-def test_the_cli_refuses_a_busy_folder_before_hydra_writes_into_it(tmp_path, entry_point):
+def test_the_cli_refuses_a_busy_folder_before_hydra_writes_into_it(tmp_path):
     folder = tmp_path / "run"
     first = RunFolderLock(folder).acquire()
     try:
-        proc = entry_point("omniformer.train", *SHORT, f"hydra.run.dir={folder}", check=False)
+        proc = run_main("omniformer.train", *SHORT, f"hydra.run.dir={folder}", check=False)
     finally:
         first.release()
     assert proc.returncode == 1
@@ -216,10 +216,10 @@ def test_a_write_that_fails_part_way_removes_its_temporary(tmp_path, monkeypatch
     assert target.read_text() == "old" and stale_temporaries(target) == []
 
 
-def test_a_run_folder_that_cannot_be_created_is_named_before_hydra_starts(tmp_path, entry_point):
+def test_a_run_folder_that_cannot_be_created_is_named_before_hydra_starts(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     folder = tmp_path / "file" / "run"
-    proc = entry_point("omniformer.train", *SHORT, f"hydra.run.dir={folder}", check=False)
+    proc = run_main("omniformer.train", *SHORT, f"hydra.run.dir={folder}", check=False)
     assert proc.returncode == 1
     assert f"cannot create the run folder {folder}" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -18,7 +18,7 @@ from tests.helpers.data import REVIEWS
 from tests.helpers.data import fixture_reviews as small
 from tests.helpers.overrides import TEXT_CLASSIFICATION
 from tests.helpers.paths import SHARED_DATA, needs_shared_data
-from tests.helpers.runs import compose_train, read_results
+from tests.helpers.runs import compose_train, read_results, run_main
 
 
 # -- tokenizer ---------------------------------------------------------------------------------------
@@ -180,9 +180,9 @@ def test_task_config_composes_with_both_data_configs():
     assert csv.data.format == "auto" and csv.data.path == "x.csv"
 
 
-def test_tiny_run_on_fixture_reviews_reports_held_out_accuracy(tmp_path, entry_point):
+def test_tiny_run_on_fixture_reviews_reports_held_out_accuracy(tmp_path):
     run_dir = tmp_path / "run"
-    entry_point(
+    run_main(
         "omniformer.train",
         "task=text_classification",
         "data=movie_reviews",

@@ -14,7 +14,7 @@ from omniformer.tasks import ClassificationTask, OptimSettings
 from omniformer.tokenizers import ImagePatchTokenizer, TextTokenizer
 from omniformer.transfer import build_backbone, freeze_module, from_checkpoint, load_pretrained, parse_freeze
 from tests.helpers.overrides import IMAGE, MNIST_FIXTURE_DATA
-from tests.helpers.runs import compose_train, read_results
+from tests.helpers.runs import compose_train, read_results, run_main
 
 DIM, DEPTH, HEADS = 32, 2, 2
 BACKBONE = {"dim": DIM, "depth": DEPTH, "heads": HEADS, "max_seq_len": 64}
@@ -182,11 +182,11 @@ def test_config_keys_exist_with_safe_defaults():
     assert cfg.model.backbone.freeze == "all_but_norms" and cfg.model.dim == cfg.model.backbone.dim
 
 
-def test_cross_modal_transfer_through_the_cli(tiny_lm_checkpoint, tmp_path, entry_point):
+def test_cross_modal_transfer_through_the_cli(tiny_lm_checkpoint, tmp_path):
     """A text LM's backbone, frozen, starts an MNIST classifier; only tokenizer, norms and head train."""
     image_dir = tmp_path / "image"
     ckpt = tiny_lm_checkpoint  # the same 32-wide, one-block, two-head backbone
-    proc = entry_point(
+    proc = run_main(
         "omniformer.train",
         *IMAGE,
         *MNIST_FIXTURE_DATA,
@@ -207,8 +207,8 @@ def test_cross_modal_transfer_through_the_cli(tiny_lm_checkpoint, tmp_path, entr
     assert read_results(image_dir)["steps"] == 2
 
 
-def test_bad_freeze_value_fails_before_any_data_is_read(tmp_path, entry_point):
-    proc = entry_point(
+def test_bad_freeze_value_fails_before_any_data_is_read(tmp_path):
+    proc = run_main(
         "omniformer.train", "model.backbone.freeze=everything", f"hydra.run.dir={tmp_path}", check=False
     )
     assert proc.returncode != 0
