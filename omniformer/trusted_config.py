@@ -37,7 +37,7 @@ import importlib
 import inspect
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,21 +167,12 @@ def untrusted_targets(tree: Any, key: str, allow_targets: Sequence[str] = ()) ->
 
     ``tree`` is plain data (dicts, lists, scalars); ``key`` is its place in the config (``task``).
     """
-    problems: list[str] = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, Mapping):
-            if "_target_" in node:
-                why = _refusal(node["_target_"], allow_targets)
-                if why:
-                    problems.append(f"{path}._target_={node['_target_']!r}: {why}")
-            for name, value in node.items():
-                walk(value, f"{path}.{name}")
-        elif isinstance(node, (list, tuple)):
-            for index, value in enumerate(node):
-                walk(value, f"{path}[{index}]")
-
-    walk(tree, key)
+    problems = []
+    for path, node in _nodes(tree, key):
+        if isinstance(node, Mapping) and "_target_" in node:
+            why = _refusal(node["_target_"], allow_targets)
+            if why:
+                problems.append(f"{path}._target_={node['_target_']!r}: {why}")
     return problems
 
 
@@ -191,20 +182,22 @@ def live_interpolations(tree: Any, key: str) -> list[str]:
     Such a text (from an escaped ``\\${...}``) would become a live interpolation again once the plain
     tree is handed to Hydra; a config omniformer stores is resolved and never holds one.
     """
-    problems: list[str] = []
+    return [
+        f"{path}={node!r}: an interpolation left after resolving the stored config"
+        for path, node in _nodes(tree, key)
+        if isinstance(node, str) and "${" in node
+    ]
 
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, str) and "${" in node:
-            problems.append(f"{path}={node!r}: an interpolation left after resolving the stored config")
-        elif isinstance(node, Mapping):
-            for name, value in node.items():
-                walk(value, f"{path}.{name}")
-        elif isinstance(node, (list, tuple)):
-            for index, value in enumerate(node):
-                walk(value, f"{path}[{index}]")
 
-    walk(tree, key)
-    return problems
+def _nodes(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every node of a plain config tree with its key path (``data.members.mnist``, ``x[0]``)."""
+    yield path, node
+    if isinstance(node, Mapping):
+        for name, value in node.items():
+            yield from _nodes(value, f"{path}.{name}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _nodes(value, f"{path}[{index}]")
 
 
 def buildable_parts(
