@@ -53,7 +53,7 @@ class GracefulStop(Checkpoint):
     """On SIGTERM / SIGINT: finish the current step, write ``last.ckpt``, raise :class:`StopRequested`.
 
     A :class:`~lightning.pytorch.callbacks.Checkpoint` subclass so that Lightning orders it with the
-    checkpoint callbacks, after the configured :class:`~omniformer.checkpoint_io.RunCheckpoint`: a
+    checkpoint callbacks, after the configured :class:`~omniformer.run_checkpoint.RunCheckpoint`: a
     stop at the end of a validation comes after that validation's best/last checkpoints.
 
     Args:
@@ -151,7 +151,7 @@ class GracefulStop(Checkpoint):
             log.warning("could not log step %d's metrics before stopping: %s", trainer.global_step, err)
 
     def _save(self, trainer: L.Trainer) -> str | None:
-        from omniformer.checkpoint_io import RunCheckpoint
+        from omniformer.run_checkpoint import RunCheckpoint
 
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, RunCheckpoint) and callback.save_last:

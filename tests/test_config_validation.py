@@ -16,7 +16,7 @@ from omegaconf import MISSING, open_dict
 from omniformer.backbone import Backbone
 from omniformer.config import DATA_SCHEMA_NAMES, TRAIN_KEYS, ConfigError, check_train_config
 from omniformer.train import run
-from tests.conftest import compose_train
+from tests.helpers.runs import compose_train
 
 CONF = Path(__file__).resolve().parents[1] / "omniformer" / "conf"
 IMAGE = ["task=image_classification", "data=mnist"]
@@ -53,7 +53,7 @@ CASES = [
     ),
     (
         ["callbacks.checkpoint.every_n_train_steps=often"],
-        "callbacks.checkpoint.every_n_train_steps='often': omniformer.checkpoint_io.RunCheckpoint "
+        "callbacks.checkpoint.every_n_train_steps='often': omniformer.run_checkpoint.RunCheckpoint "
         "expects int | None",
     ),
     (

@@ -27,10 +27,10 @@ from omniformer.evaluate import evaluate
 from omniformer.generate import generate_text
 from omniformer.predict import predict
 from omniformer.train import run
-from tests.conftest import FIXTURES, REPO, compose_train, run_cli
-from tests.test_resume import LM
-
-EXAMPLE = REPO / "examples" / "video"
+from tests.helpers.overrides import LM, VIDEO
+from tests.helpers.paths import FIXTURES
+from tests.helpers.plugin import EXAMPLE, forget_plugin
+from tests.helpers.runs import compose_train, run_cli
 
 
 class MkdirOnUnpickle:
@@ -282,7 +282,7 @@ def test_every_entry_point_refuses_every_payload_before_building(name, entry, tr
         "omniformer.checkpoint.torch.load",
         "omniformer.files.os.remove",
         "omniformer.model.nn.Linear",  # a class, but torch's: re-exported, not defined in omniformer
-        "omniformer.checkpoint_io.RunCheckpoint",  # omniformer's own class, but a callback that writes files
+        "omniformer.run_checkpoint.RunCheckpoint",  # omniformer's own class, but a callback that writes files
         "omniformer.tasks.LanguageModelingTask.load_from_checkpoint",  # a method that reads another file
         "omniformer.model.OmniModel.__init__.__globals__",
         "omniformer.bench.__main__.main",  # importing it would run it
@@ -404,8 +404,6 @@ def test_every_shipped_task_and_data_config_is_buildable_from_a_checkpoint(overr
 @pytest.fixture(scope="module")
 def video_checkpoint(tmp_path_factory) -> Path:
     """The examples/video plug-in trained for two steps (its classes on sys.path while it trains)."""
-    from tests.test_plugin import TINY, forget_plugin
-
     run_dir = tmp_path_factory.mktemp("video")
     patch = pytest.MonkeyPatch()
     patch.syspath_prepend(str(EXAMPLE))
@@ -415,7 +413,7 @@ def video_checkpoint(tmp_path_factory) -> Path:
                 f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]",
                 "task=video_classification",
                 f"data.root={FIXTURES / 'mnist'}",
-                *TINY,
+                *VIDEO,
                 "trainer.max_epochs=-1",
                 "trainer.max_steps=2",
                 "test_after_fit=false",
