@@ -1,8 +1,8 @@
 """Fixtures shared by the test modules: one torch thread, an isolated tokenised-corpus cache, logging
 as pytest set it up, and tiny trained runs made once per session.
 
-The helpers tests import live in ``tests/helpers/``; the names below are re-exported from there for
-modules that still import them from here.
+The helpers tests import live in ``tests/helpers/``; test modules import them from there, never
+from one another or from this file.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ import torch
 from omniformer.config import register_schemas
 from omniformer.train import run
 from tests.helpers.overrides import AUDIO, FSDD_FIXTURE_DATA, IMAGE, LM, MNIST_FIXTURE_DATA
-from tests.helpers.paths import FIXTURES, REPO, SHARED_DATA, needs_shared_data
-from tests.helpers.runs import compose_train, logging_kept, read_results, run_cli, run_main
-
-__all__ = ["FIXTURES", "REPO", "SHARED_DATA", "compose_train", "needs_shared_data", "read_results", "run_cli"]
+from tests.helpers.runs import logging_kept, run_cli, run_main
 
 # One intra-op thread, here and in every process the tests start (CLI runs, DDP ranks): the tensors are
 # tiny, and on a busy 2-core machine a second OpenMP thread waiting for the other core made a 60-step

@@ -25,7 +25,7 @@ from omniformer.checksums import (
 )
 from omniformer.generate import generate_text
 from omniformer.train import run
-from tests.test_resume import LM
+from tests.helpers.overrides import LM
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from omniformer.generate import generate_text
 from omniformer.sampling import sample_next
 from omniformer.tasks import LanguageModelingTask
 from omniformer.train import run
-from tests.conftest import run_cli
-from tests.test_resume import LM
+from tests.helpers.overrides import LM
+from tests.helpers.runs import run_cli
 
 BLOCK_SIZE = 16  # data.block_size in LM
 

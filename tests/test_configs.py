@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_train
+from tests.helpers.runs import compose_train
 
 CONF = Path(__file__).resolve().parents[1] / "omniformer" / "conf"
 # Groups chosen in train.yaml's defaults list (the benchmark suite's configs live in benchmarks/conf/).

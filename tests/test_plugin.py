@@ -17,7 +17,6 @@ from tests.helpers.plugin import EXAMPLE, forget_plugin
 from tests.helpers.runs import compose_train, read_results, run_main
 
 MNIST_FIXTURE = FIXTURES / "mnist"
-TINY = VIDEO  # tests/test_stored_config_trust.py imports TINY and forget_plugin from here
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from omniformer.evaluate import evaluate
 from omniformer.generate import generate_text
 from omniformer.predict import predict
 from omniformer.train import run
-from tests.test_resume import LM
+from tests.helpers.overrides import LM
 
 PACKAGE = Path(__file__).resolve().parents[1] / "omniformer"
 
