@@ -307,10 +307,12 @@ class AudioSpectrogramTokenizer(nn.Module):
     def _limit_length(self, mel: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Apply the overflow policy to clips that would give more than ``max_tokens`` tokens."""
         max_frames = self.max_time_tokens * self.time_step
-        longest = int(frame_lengths.max()) if len(frame_lengths) else 0
         if mel.shape[2] <= max_frames:
             return mel, frame_lengths
-        if self.overflow == "raise" and longest > max_frames:
+        # Read the lengths only when the policy needs them: a graph export (torch.export, ONNX) cannot
+        # turn a tensor into a Python int, and a crop does not need one.
+        longest = int(frame_lengths.max()) if self.overflow == "raise" and len(frame_lengths) else 0
+        if longest > max_frames:
             worst = int(frame_lengths.argmax())
             tokens = math.ceil(longest / self.time_step) * self.freq_patches + (self.cls is not None)
             seconds = (longest - 1) * self.hop_length / self.sample_rate
