@@ -56,7 +56,10 @@ def write_graph(spec: GraphSpec, out: Path, fmt: str) -> None:
     """Trace ``spec`` and write it to ``out`` as ``fmt`` (``onnx`` or ``torch_export``)."""
     check_format(fmt)
     if fmt == "torch_export":
-        torch.export.save(export_program(spec), str(out))
+        program = export_program(spec)
+        with warnings.catch_warnings():  # notes on tensors sharing storage; the check below reloads it
+            warnings.simplefilter("ignore")
+            torch.export.save(program, str(out))
         return
     require_onnx()
     quiet = io.StringIO()  # the exporter prints its progress to stdout
