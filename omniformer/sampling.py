@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -87,3 +88,37 @@ def generate(
             logits = net(modality, head, nxt, causal=True, cache=cache, start_pos=cache.length)[:, -1]
     net.train(was_training)
     return out
+
+
+class TextCodec(Protocol):
+    """What sampling needs of a vocabulary: text to ids and back."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+def sample_text(
+    net: OmniModel,
+    vocab: TextCodec,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    seed: int = 0,
+    modality: str = "text",
+    head: str = "lm",
+    window: int | None = None,
+) -> str:
+    """``prompt`` and ``max_new_tokens`` tokens sampled after it, as text (one seeded draw).
+
+    The one sampling path of the end-of-fit sample, ``omniformer-generate`` and
+    ``omniformer.load(...).generate``: the same seed gives the same text from each.
+    """
+    device = next(net.parameters()).device
+    ids = torch.as_tensor(vocab.encode(prompt), dtype=torch.long, device=device)[None]
+    if ids.shape[1] == 0:
+        raise ValueError("the prompt encodes to no tokens; give a non-empty prompt")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = generate(net, ids, max_new_tokens, temperature, top_k, modality, head, generator, window=window)
+    return vocab.decode(out[0].tolist())

@@ -302,7 +302,6 @@ def _refusal(target: Any, allow_targets: Sequence[str]) -> str | None:
 
 def _omniformer_refusal(found: Any) -> str | None:
     """Why an object found under ``omniformer.`` may not be built, or ``None`` when it may."""
-    import lightning as L
     from torch import nn
 
     if not inspect.isclass(found):
@@ -311,12 +310,20 @@ def _omniformer_refusal(found: Any) -> str | None:
     if not _within(found.__module__, "omniformer"):
         return f"is {name}, a class omniformer imports but does not define"
     settings = any(f"{base.__module__}.{base.__qualname__}" in SETTINGS_CLASSES for base in found.__mro__)
-    if not (issubclass(found, (nn.Module, L.LightningDataModule)) or settings):
+    if not (issubclass(found, nn.Module) or settings or _is_data_module(found)):
         return (
             f"is {name}, which is not a model part, data module or settings class "
             "(only those are built from a checkpoint)"
         )
     return None
+
+
+def _is_data_module(found: type) -> bool:
+    """A LightningDataModule; Lightning is imported only here, so that checking a model folder's
+    config (model parts only) does not import it."""
+    import lightning as L
+
+    return issubclass(found, L.LightningDataModule)
 
 
 def _locate(target: str) -> tuple[Any, str | None]:

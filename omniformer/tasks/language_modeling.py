@@ -7,7 +7,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
 from omniformer.model import OmniModel
-from omniformer.sampling import generate
+from omniformer.sampling import sample_text
 from omniformer.tasks.base import OmniTask
 from omniformer.tasks.objectives import LanguageModelingLoss
 from omniformer.tasks.optim import OptimSettings
@@ -78,19 +78,15 @@ class LanguageModelingTask(OmniTask):
 
     def sample(self, vocab, prompt: str, max_new_tokens: int, seed: int = 0) -> str:
         """Generate ``max_new_tokens`` after ``prompt`` with this task's temperature and top-k."""
-        ids = torch.as_tensor(vocab.encode(prompt), dtype=torch.long, device=self.device)[None]
-        if ids.shape[1] == 0:
-            raise ValueError("the sample prompt encodes to no tokens; give a non-empty prompt")
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        out = generate(
+        return sample_text(
             self.net,
-            ids,
+            vocab,
+            prompt,
             max_new_tokens,
             self.temperature,
             self.top_k,
+            seed,
             self.modality,
             self.head,
-            generator,
             window=self.context_len,
         )
-        return vocab.decode(out[0].tolist())
