@@ -2,6 +2,7 @@
 
 omniformer-predict ckpt=outputs/.../checkpoints/best.ckpt inputs='[cat.png, dog.jpg]'
 omniformer-predict ckpt=... inputs='[clip.wav]' top_k=3
+omniformer-predict ckpt=models/digits inputs='[seven.png]'          # a model folder (omniformer-export)
 omniformer-predict ckpt=... inputs='[...]' allow_targets='[my_plugin]'   # a plug-in modality's checkpoint
 
 The classifier and its data module are rebuilt from the checkpoint's stored config, checked first
@@ -14,15 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from omniformer.checkpoint import datamodule_from_checkpoint, load_checkpoint, task_from_checkpoint
+from omniformer.api import load
 from omniformer.known_warnings import silence_known_warnings
-from omniformer.trusted_config import parse_allow_targets
 
 
-@torch.no_grad()
 def predict(
     ckpt: str,
     inputs: list[str],
@@ -32,28 +30,12 @@ def predict(
 ) -> list[dict[str, Any]]:
     """For each input file: its ``top_k`` labels with probabilities, most likely first.
 
-    ``allow_targets`` names plug-in packages whose classes the checkpoint's stored config may build.
+    ``ckpt`` is a checkpoint or a model folder (:func:`omniformer.load`); ``allow_targets`` names
+    plug-in packages whose classes its stored config may build.
     """
     if not inputs:
         raise ValueError("inputs is empty; give files, e.g. inputs='[a.png, b.png]'")
-    allowed = parse_allow_targets(allow_targets)
-    checkpoint = load_checkpoint(ckpt)
-    task = task_from_checkpoint(checkpoint, allowed, source=ckpt)
-    if not hasattr(task, "class_names") or not hasattr(task, "num_classes"):
-        raise ValueError(f"{ckpt} was trained as {type(task).__name__}, not a classifier")
-    datamodule = datamodule_from_checkpoint(checkpoint, data_overrides, allowed, source=ckpt)
-    if not hasattr(datamodule, "load_inputs"):
-        raise ValueError(f"{type(datamodule).__name__} cannot read input files for prediction")
-    batch = datamodule.load_inputs([str(p) for p in inputs])
-    batch = batch if isinstance(batch, (tuple, list)) else (batch,)
-    probs = task(*batch).float().softmax(dim=-1)
-    names = task.class_names or [str(i) for i in range(task.num_classes)]
-    k = min(top_k, probs.shape[-1])
-    values, indices = probs.topk(k, dim=-1)
-    return [
-        {"input": str(path), "top": [{"label": names[i], "prob": round(float(p), 6)} for p, i in zip(v, ix)]}
-        for path, v, ix in zip(inputs, values.tolist(), indices.tolist())
-    ]
+    return load(ckpt, allow_targets=allow_targets).predict(inputs, top_k, data_overrides)
 
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")

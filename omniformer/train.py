@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,15 @@ def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -
         overrides: command-line style overrides, e.g. ``["model=small", "trainer.max_steps=100"]``.
         run_dir: the run folder (default: ``outputs/<date>/<time>`` as on the command line).
     """
+    cfg, out = compose_run(overrides, run_dir)
+    return train(cfg, out)
+
+
+def compose_run(
+    overrides: list[str] | None = None, run_dir: str | Path | None = None, config_name: str = "train"
+) -> tuple[DictConfig, Path]:
+    """The config ``omniformer-train <overrides>`` would run (schemas registered, Hydra's runtime set
+    for ``${hydra:...}`` interpolations) and its prepared run folder."""
     from hydra import compose, initialize_config_module
 
     register_schemas()
@@ -159,7 +169,7 @@ def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -
     if run_dir is not None:
         overrides.append(f"hydra.run.dir={run_dir}")
     with initialize_config_module("omniformer.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     out = Path(run_dir) if run_dir is not None else Path(cfg.hydra.run.dir)
     prepare_run_folder(out)
     with open_dict(cfg):
@@ -167,7 +177,7 @@ def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -
     HydraConfig.instance().set_config(cfg)  # `${hydra:runtime.output_dir}` in callbacks and loggers
     with open_dict(cfg):
         del cfg["hydra"]
-    return train(cfg, out.resolve())
+    return cfg, out.resolve()
 
 
 def main() -> float | None:
@@ -214,6 +224,24 @@ def monitored_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
     monitor = OmegaConf.select(cfg, "callbacks.checkpoint.monitor", default=None) or "val_loss"
     return results.get(monitor)
 
+
+class _CallableModule(types.ModuleType):
+    """``omniformer.train`` names both this module and the Python training function: importing the
+    module replaces the package's attribute with it, so calling the module trains."""
+
+    def __call__(
+        self,
+        config_name: str = "train",
+        overrides: list[str] | None = None,
+        run_dir: str | Path | None = None,
+    ) -> tuple[dict[str, Any], Path]:
+        """:func:`omniformer.api.train`: train as ``omniformer-train`` would; ``(results, run folder)``."""
+        from omniformer.api import train as train_from_python
+
+        return train_from_python(config_name, overrides, run_dir)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()

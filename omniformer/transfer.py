@@ -144,7 +144,14 @@ def _source_config(checkpoint: Mapping[str, Any]) -> str:
 
 
 def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The weights of an omniformer checkpoint (weights-only load, ``_orig_mod.`` removed) and the file."""
+    """The weights of an omniformer checkpoint (weights-only load, ``_orig_mod.`` removed) and the file,
+    or of a model folder (``model.safetensors``; its ``config.json`` in the checkpoint's place)."""
+    if Path(path).expanduser().is_dir():
+        from omniformer.model_folder import read_config, read_tensors
+
+        config = read_config(path)
+        backbone = (config.get("model") or {}).get("backbone") or {}
+        return read_tensors(path, config), {SECTION: {"config": {"model": backbone}}}
     checkpoint = load_checkpoint(path)
     state = clean_state_dict(checkpoint["state_dict"])
     return state, checkpoint
@@ -258,8 +265,8 @@ def build_backbone(
     from a checkpoint's backbone and frozen (the ``model.backbone`` config node's target).
 
     Args:
-        init_from: an omniformer checkpoint (any task, any modality); only its ``backbone.*`` tensors
-            are read. ``null`` keeps the fresh initialisation.
+        init_from: an omniformer checkpoint or model folder (any task, any modality); only its
+            ``backbone.*`` tensors are read. ``null`` keeps the fresh initialisation.
         freeze: ``false`` / ``none`` (train everything), ``true`` / ``all`` (no backbone parameter
             trains) or ``all_but_norms`` (only the backbone's LayerNorm / RMSNorm parameters train,
             as in Lu et al. 2021).
@@ -273,8 +280,11 @@ def build_backbone(
     parse_freeze(freeze)  # a bad value fails before any work
     if init_from:
         path = Path(str(init_from)).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"model.backbone.init_from: checkpoint {path} does not exist")
+        if not path.is_file() and not path.is_dir():
+            raise FileNotFoundError(
+                f"model.backbone.init_from: checkpoint {path} does not exist (give an omniformer-train "
+                ".ckpt or a model folder written by omniformer-export)"
+            )
     return from_checkpoint(Backbone(**backbone_args), init_from or None, "backbone", freeze)
 
 

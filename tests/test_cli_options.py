@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from omniformer import inference
 from omniformer.evaluate import default_out_dir, evaluate
 from omniformer.generate import generate_text
 from omniformer.sampling import sample_next
-from omniformer.tasks import LanguageModelingTask
 from omniformer.train import run
 from tests.helpers.overrides import LM
 from tests.helpers.runs import run_cli
@@ -70,14 +70,26 @@ def test_bad_sampling_settings_fail_naming_the_key(setting, value, trained):
 
 @pytest.fixture
 def sampled_with(monkeypatch) -> list[dict]:
-    """The task's sampling settings at each ``sample`` call (the sample itself is skipped)."""
-    calls: list[dict] = []
+    """The settings each sample is drawn with, recorded at the one sampling path of
+    ``omniformer-generate`` and ``omniformer.load(...).generate`` (no text is generated)."""
+    calls = []
 
-    def record(task, vocab, prompt, max_new_tokens, seed=0):
-        calls.append({"context_len": task.context_len, "top_k": task.top_k, "temperature": task.temperature})
+    def record(
+        net,
+        vocab,
+        prompt,
+        max_new_tokens,
+        temperature,
+        top_k,
+        seed=0,
+        modality="text",
+        head="lm",
+        window=None,
+    ):
+        calls.append({"context_len": window, "top_k": top_k, "temperature": temperature})
         return prompt
 
-    monkeypatch.setattr(LanguageModelingTask, "sample", record)
+    monkeypatch.setattr(inference, "sample_text", record)
     return calls
 
 

@@ -20,6 +20,8 @@ MODULES = [
     "omniformer.evaluate",
     "omniformer.predict",
     "omniformer.generate",
+    "omniformer.api",
+    "omniformer.export",
 ]
 
 # Third-party packages first (they may set filters of their own), then a snapshot, then omniformer.
