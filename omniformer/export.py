@@ -14,6 +14,7 @@ which checks its own output. Needs ``pip install omniformer[export]``.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -46,11 +47,12 @@ class ExportCheckError(ValueError):
 
 @dataclass
 class Exported:
-    """What :func:`export` wrote: the path, and for a folder the largest logit difference found by
-    the check against the checkpoint (``None`` for graph formats, which check themselves)."""
+    """What :func:`export` wrote: the path, the largest output difference its check found, and what
+    it was compared with (the checkpoint's task for a folder, eager PyTorch for a graph)."""
 
     path: Path
     max_abs_diff: float | None = None
+    checked_against: str = ""
 
 
 def export(
@@ -82,8 +84,10 @@ def export(
 
         model = load(ckpt, allow_targets=allowed)
         _remove(out)
-        export_graph(model, out, format)
-        return Exported(out)
+        report = export_graph(model, out, format, **graph_options(model))
+        diffs = getattr(report, "max_abs_diff", None)
+        worst = max(diffs.values()) if isinstance(diffs, dict) and diffs else diffs
+        return Exported(out, worst if isinstance(worst, float) else None, "eager PyTorch")
     safetensors_torch()  # the one error naming the extra, before any work
     spec, tensors, artifacts = folder_parts(ckpt, allowed)
     net = load_tensors(build_net(spec["model"]), tensors, ckpt)
@@ -96,7 +100,16 @@ def export(
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Exported(out, diff)
+    return Exported(out, diff, str(ckpt))
+
+
+def graph_options(model) -> dict:
+    """What a graph needs beyond the network: an image model's normalisation (``normalization.json``),
+    so that the deployed graph takes ``[0, 1]`` pixels."""
+    if "normalization.json" not in model.artifacts:
+        return {}
+    stats = json.loads(model.artifacts["normalization.json"])
+    return {"pixel_mean": stats["mean"], "pixel_std": stats["std"]}
 
 
 @torch.no_grad()
@@ -165,7 +178,7 @@ def main(cfg: DictConfig) -> None:
     listing = ", ".join(f"{f.name} ({f.stat().st_size:,} bytes)" for f in files)
     print(f"wrote {done.path}: {listing}")
     if done.max_abs_diff is not None:
-        print(f"loaded back and checked against {cfg.ckpt}: max |logit difference| {done.max_abs_diff:.3g}")
+        print(f"checked against {done.checked_against}: max |output difference| {done.max_abs_diff:.3g}")
 
 
 if __name__ == "__main__":

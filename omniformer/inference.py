@@ -60,6 +60,11 @@ class Model:
         return self.config["modality"]
 
     @property
+    def head(self) -> str:
+        """The head that scores the inputs (``classifier``, ``lm``...)."""
+        return self.config["head"]
+
+    @property
     def device(self) -> torch.device:
         """Where the network's weights are."""
         return next(self.net.parameters()).device

@@ -184,8 +184,9 @@ def test_a_folder_missing_a_file_is_named(missing, folders, tmp_path):
 
 
 def test_a_missing_path_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=rf"model folder or checkpoint {tmp_path / 'nope'} does not exist"):
-        omniformer.load(tmp_path / "nope")
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match=rf"model folder or checkpoint {missing} does not exist"):
+        omniformer.load(missing)
 
 
 def test_a_shape_that_disagrees_with_the_config_names_the_tensor_and_both_shapes(folders, tmp_path):
@@ -264,7 +265,8 @@ def test_without_safetensors_the_error_names_the_extra(folders, monkeypatch):
 def test_export_cli_writes_a_folder_and_refuses_an_existing_out(checkpoints, tmp_path, entry_point):
     out = tmp_path / "digits"
     proc = entry_point("omniformer.export", f"ckpt={checkpoints['image']}", f"out={out}")
-    assert f"wrote {out}" in proc.stdout and "max |logit difference| 0" in proc.stdout
+    assert f"wrote {out}" in proc.stdout
+    assert f"checked against {checkpoints['image']}: max |output difference| 0" in proc.stdout
     assert omniformer.load(out).kind == "classifier"
     again = entry_point("omniformer.export", f"ckpt={checkpoints['image']}", f"out={out}", check=False)
     assert again.returncode != 0 and f"out={out} exists" in again.stderr and "overwrite=true" in again.stderr
@@ -334,3 +336,19 @@ def test_export_help_lists_the_keys_and_formats():
     assert "omniformer-export: write a trained model" in proc.stdout
     for key in ("ckpt", "out", "format", "overwrite", "inputs", "allow_targets", "torch_export"):
         assert key in proc.stdout, key
+
+
+@pytest.mark.slow
+def test_an_onnx_image_graph_takes_pixels_in_0_1_and_agrees_with_the_folder(checkpoints, folders, tmp_path):
+    import onnxruntime
+
+    export(checkpoints["image"], tmp_path / "digits.onnx", format="onnx")
+    model = omniformer.load(folders["image"])
+    stats = json.loads(model.artifacts["normalization.json"])
+    pixels = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    normalised = (pixels - torch.tensor(stats["mean"]).view(1, -1, 1, 1)) / torch.tensor(stats["std"]).view(
+        1, -1, 1, 1
+    )
+    session = onnxruntime.InferenceSession(str(tmp_path / "digits.onnx"))
+    (logits,) = session.run(None, {session.get_inputs()[0].name: pixels.numpy()})
+    assert torch.allclose(torch.from_numpy(logits), model.logits(normalised), atol=1e-4)
