@@ -30,7 +30,7 @@ from omniformer.train import run
 from tests.helpers.overrides import LM, VIDEO
 from tests.helpers.paths import FIXTURES
 from tests.helpers.plugin import EXAMPLE, forget_plugin
-from tests.helpers.runs import compose_train, run_cli
+from tests.helpers.runs import compose_train
 
 
 class MkdirOnUnpickle:
@@ -318,10 +318,10 @@ def test_an_escaped_interpolation_cannot_turn_into_a_live_one(trained, tmp_path)
     assert not marker.exists()
 
 
-def test_the_eval_cli_refuses_a_payload_and_names_the_key(trained, tmp_path):
+def test_the_eval_cli_refuses_a_payload_and_names_the_key(trained, tmp_path, entry_point):
     payload = PAYLOADS["Path.touch as a tokenizer"]
     path = tampered(trained, tmp_path, payload.place(tmp_path))
-    proc = run_cli(
+    proc = entry_point(
         "omniformer.evaluate",
         f"ckpt={path}",
         "split=val",
@@ -437,9 +437,10 @@ def test_a_plugin_checkpoint_is_refused_without_the_flag_and_names_it(video_chec
     assert "omniformer_video" not in sys.modules  # refused by name, never imported
 
 
-def test_a_plugin_checkpoint_evaluates_with_the_flag(video_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(EXAMPLE))
-    proc = run_cli(
+def test_a_plugin_checkpoint_evaluates_with_the_flag(video_checkpoint, tmp_path, monkeypatch, entry_point):
+    monkeypatch.setenv("PYTHONPATH", str(EXAMPLE))  # the subprocess variant
+    monkeypatch.syspath_prepend(str(EXAMPLE))  # the in-process one
+    proc = entry_point(
         "omniformer.evaluate",
         f"ckpt={video_checkpoint}",
         "split=val",
