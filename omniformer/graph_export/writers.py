@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import io
 import re
+import traceback
 import warnings
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def _named_failures(module: nn.Module, exporter: str):
 
 def describe_failure(module: nn.Module, exporter: str, err: BaseException) -> str:
     """A one-paragraph account of a tracing failure: which module (by class) and which op or line."""
-    text = "\n".join(str(e) for e in _chain(err))
+    text = "\n".join(f"{e}\n{''.join(traceback.format_tb(e.__traceback__))}" for e in reversed(_chain(err)))
     culprit = _culprit(module, text)
     op = _failing_op(text)
     first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
@@ -135,18 +136,21 @@ def _culprit(module: nn.Module, text: str) -> str:
 
 
 def _failing_op(text: str) -> str:
-    """The aten op the tracer failed on, else the line of code it stopped at."""
-    for pattern in (
-        r"The following call raised this error:\s*\n\s*File \"([^\"]+)\", line (\d+), in (\w+)\n\s*(.+)",
-        r"File \"([^\"]+)\", line (\d+), in (\w+)\n\s*(.+)",
-    ):
-        found = re.search(pattern, text)
-        if found and "torch/" not in found.group(1):
-            path, line, function, code = found.groups()
+    """The line of our (or plug-in) code the tracer stopped at, else the aten op it failed on."""
+    raised = re.search(
+        r"The following call raised this error:\s*\n\s*File \"([^\"]+)\", line (\d+), in (\w+)\n\s*(.+)", text
+    )
+    frames = [raised] if raised else []
+    frames += reversed(list(re.finditer(r"File \"([^\"]+)\", line (\d+), in (\w+)\n\s*(.+)", text)))
+    for found in frames:
+        path, line, function, code = found.groups()
+        if (
+            "site-packages" not in path
+            and "/lib/python" not in path
+            and "omniformer/graph_export/" not in path
+        ):
             return f"`{code.strip()}` in {function}() ({Path(path).name}:{line})"
     op = re.search(r"\b(aten[.:]+\w+(?:\.\w+)?)", text)
     if op:
         return f"operator {op.group(1)}"
-    if "data-dependent" in text or "GuardOnDataDependentSymNode" in text:
-        return "a Python value read from a tensor (data-dependent control flow)"
     return "an operation the exporter does not support"
