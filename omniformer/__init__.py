@@ -4,7 +4,7 @@ The Python API (loaded on first use, so that ``import omniformer`` stays light):
 
 - :func:`omniformer.load` — a trained model from a model folder or a checkpoint, with ``predict``
   (classifiers) and ``generate`` (language models);
-- :func:`omniformer.train` — train as ``omniformer-train`` does; returns the results and the run folder;
+- :func:`omniformer.fit` — train as ``omniformer-train`` does; returns the results and the run folder;
 - :class:`omniformer.Model` — what ``load`` returns.
 """
 
@@ -13,16 +13,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Model", "load", "train"]
+__all__ = ["Model", "fit", "load"]
 
-_LAZY = {"load": "omniformer.api", "Model": "omniformer.inference"}
+_LAZY = {"load": "omniformer.api", "fit": "omniformer.api", "Model": "omniformer.inference"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name == "train":  # the module omniformer/train.py, which trains when called (see its end)
-        return importlib.import_module("omniformer.train")
     raise AttributeError(f"module 'omniformer' has no attribute {name!r}")
 
 

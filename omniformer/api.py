@@ -4,7 +4,7 @@
     model = omniformer.load("models/digits")          # a model folder (omniformer-export) or a .ckpt
     model.predict(["seven.png"])                      # classifiers: top-k labels with probabilities
     omniformer.load("models/shakespeare").generate("ROMEO:", max_new_tokens=100)
-    results, run_dir = omniformer.train(overrides=["model=small", "trainer.max_steps=100"])
+    results, run_dir = omniformer.fit(overrides=["model=small", "trainer.max_steps=100"])
 
 Loading a model folder reads only JSON and safetensors (never a pickle) and builds only what the
 allow-list of :mod:`omniformer.trusted_config` permits; it imports neither Lightning nor the data
@@ -111,7 +111,7 @@ def pick_device(name: str | torch.device) -> torch.device:
     return torch.device(name)
 
 
-def train(
+def fit(
     config_name: str = "train", overrides: Sequence[str] | None = None, run_dir: str | Path | None = None
 ) -> tuple[dict[str, Any], Path]:
     """Train as ``omniformer-train <overrides>`` would; return the results and the run folder.
@@ -125,8 +125,7 @@ def train(
     (:func:`omniformer.train.run`), so checkpoints, ``results.json`` and the vocabulary land in
     ``run_dir`` as they would from the command line.
     """
-    from omniformer.train import compose_run
-    from omniformer.train import train as fit
+    from omniformer.train import compose_run, train
 
     cfg, folder = compose_run(list(overrides or []), run_dir, config_name)
-    return fit(cfg, folder), folder
+    return train(cfg, folder), folder

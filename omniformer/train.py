@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -224,24 +223,6 @@ def monitored_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
     monitor = OmegaConf.select(cfg, "callbacks.checkpoint.monitor", default=None) or "val_loss"
     return results.get(monitor)
 
-
-class _CallableModule(types.ModuleType):
-    """``omniformer.train`` names both this module and the Python training function: importing the
-    module replaces the package's attribute with it, so calling the module trains."""
-
-    def __call__(
-        self,
-        config_name: str = "train",
-        overrides: list[str] | None = None,
-        run_dir: str | Path | None = None,
-    ) -> tuple[dict[str, Any], Path]:
-        """:func:`omniformer.api.train`: train as ``omniformer-train`` would; ``(results, run folder)``."""
-        from omniformer.api import train as train_from_python
-
-        return train_from_python(config_name, overrides, run_dir)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()

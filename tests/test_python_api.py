@@ -79,7 +79,7 @@ def test_the_model_object_says_what_it_is_and_refuses_the_wrong_call(digits_fold
         digits.predict(DIGITS, top_k=0)
 
 
-def test_import_omniformer_is_light_and_train_is_both_module_and_function():
+def test_import_omniformer_is_light_and_offers_load_and_fit():
     import subprocess
     import sys
 
@@ -88,11 +88,11 @@ def test_import_omniformer_is_light_and_train_is_both_module_and_function():
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120
     )
     assert proc.stdout.split() == ["False", "True"], proc.stderr[-2000:]
-    assert callable(omniformer.train) and callable(omniformer.train.run)
+    assert callable(omniformer.fit)
 
 
 def test_train_from_python_returns_results_and_the_run_folder(tmp_path):
-    results, run_dir = omniformer.train(overrides=[*LM, "trainer.max_steps=2"], run_dir=tmp_path / "run")
+    results, run_dir = omniformer.fit(overrides=[*LM, "trainer.max_steps=2"], run_dir=tmp_path / "run")
     assert run_dir == (tmp_path / "run").resolve()
     assert results["val_loss"] > 0 and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "results.json").is_file()
