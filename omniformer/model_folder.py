@@ -8,6 +8,7 @@ offline::
                            # what inference needs (kind, classes, input reading, context length)
       model.safetensors    # the OmniModel's state dict: tensors and a JSON header, never code
       classes.json ...     # the artifacts the checkpoint carried (vocab.json, normalization.json...)
+      tokenizer.json       # BPE models: the same vocabulary in Hugging Face ``tokenizers``' own format
 
 safetensors refuses tensors that share memory, so a tied weight (an LM head tied to its token
 embedding) is stored once and its other names are listed under ``tied_weights`` in config.json; the
@@ -31,6 +32,7 @@ FORMAT = "omniformer-model"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+HF_TOKENIZER_FILE = "tokenizer.json"  # written for other tools; omniformer reads vocab.json
 EXTRA = "pip install omniformer[export]"
 
 
@@ -96,8 +98,22 @@ def write_model_folder(
     out.chmod(file_mode() | ((file_mode() & 0o444) >> 2))  # a folder readable where its files are
     for name, text in artifacts.items():
         atomic_write_text(out / name, text)
+    hf_tokenizer = hf_tokenizer_json(artifacts.get("vocab.json"))
+    if hf_tokenizer is not None:
+        atomic_write_text(out / HF_TOKENIZER_FILE, hf_tokenizer)
     atomic_write_text(out / CONFIG_FILE, json.dumps(body, indent=2) + "\n")
     return out
+
+
+def hf_tokenizer_json(vocab_json: str | None) -> str | None:
+    """The Hugging Face ``tokenizers`` JSON inside a BPE vocabulary's ``vocab.json`` (what
+    ``tokenizers.Tokenizer.from_file`` reads), or ``None`` for a char vocabulary or none at all."""
+    if vocab_json is None:
+        return None
+    data = json.loads(vocab_json)
+    if isinstance(data, dict) and data.get("omniformer_vocab") == "bpe":
+        return data["tokenizer"]
+    return None
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:

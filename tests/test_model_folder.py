@@ -17,7 +17,7 @@ import omniformer
 from omniformer import export as export_module
 from omniformer.checkpoint import load_checkpoint, task_from_checkpoint
 from omniformer.export import ExportCheckError, export
-from omniformer.model_folder import CONFIG_FILE, WEIGHTS_FILE, ModelFolderError
+from omniformer.model_folder import CONFIG_FILE, HF_TOKENIZER_FILE, WEIGHTS_FILE, ModelFolderError
 from omniformer.transfer import build_backbone, load_part, read_state
 from omniformer.trusted_config import UntrustedConfigError
 from tests.helpers.runs import run_main
@@ -77,7 +77,12 @@ def test_a_folder_holds_the_model_config_weights_and_artifacts_and_no_training_s
         WEIGHTS_FILE,
         "normalization.json",
     ]
-    assert sorted(p.name for p in folders["lm"].iterdir()) == [CONFIG_FILE, WEIGHTS_FILE, "vocab.json"]
+    assert sorted(p.name for p in folders["lm"].iterdir()) == [
+        CONFIG_FILE,
+        WEIGHTS_FILE,
+        HF_TOKENIZER_FILE,
+        "vocab.json",
+    ]
     config = json.loads((folders["image"] / CONFIG_FILE).read_text())
     assert config["format"] == "omniformer-model" and config["format_version"] == 1
     assert config["kind"] == "classifier" and len(config["classes"]) == 10
@@ -86,6 +91,17 @@ def test_a_folder_holds_the_model_config_weights_and_artifacts_and_no_training_s
     text = json.dumps(config)
     assert "optim" not in text and "trainer" not in text and "lr" not in config
     assert json.loads((folders["lm"] / CONFIG_FILE).read_text())["context_len"] == 16
+
+
+def test_a_bpe_folder_carries_a_tokenizer_json_that_hf_tokenizers_reads_as_our_vocabulary(folders):
+    from tokenizers import Tokenizer
+
+    from omniformer.tokenizers.vocab import load_vocab
+
+    ours = load_vocab(folders["lm"] / "vocab.json")
+    theirs = Tokenizer.from_file(str(folders["lm"] / HF_TOKENIZER_FILE))
+    text = "ROMEO: Wherefore art thou?"
+    assert theirs.encode(text).ids == ours.encode(text).tolist()
 
 
 def test_the_safetensors_file_is_only_tensors_and_a_json_header(folders):
