@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 # Installed once per change of pyproject.toml; the stamp files make reruns instant.
 STAMP      := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# pytest-xdist workers: one per core (the tests use one torch thread each). PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= auto
 
 .PHONY: install train test lint format bench clean
 
@@ -32,7 +34,7 @@ format: $(TEST_STAMP)
 	$(PY) -m ruff check --fix .
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)
