@@ -15,7 +15,7 @@ share the rest here:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -56,6 +56,21 @@ class ClassificationDataModule(L.LightningDataModule):
         """Take back the files of :meth:`extra_artifacts` from a checkpoint."""
 
     # -- shared -----------------------------------------------------------------------------------
+    def split_loader(self, split: str, train: bool, **options: Any) -> DataLoader:
+        """A ``DataLoader`` over the ``train_set``, ``val_set`` or ``test_set`` a subclass's ``setup``
+        made: ``batch_size`` and shuffled when ``train``, else ``eval_batch_size`` in order.
+        ``options``: further ``DataLoader`` arguments (``collate_fn``, ``pin_memory``...)."""
+        dataset = getattr(self, f"{split}_set", None)
+        if dataset is None:
+            raise RuntimeError(f"no {'validation' if split == 'val' else split} split: call setup() first")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            **options,
+        )
+
     def _classes(self, caller: str) -> list[str]:
         if self.classes is None:
             raise RuntimeError(

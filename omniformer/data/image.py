@@ -294,16 +294,8 @@ class ImageDataModule(ClassificationDataModule):
         return torch.stack(images)
 
     def loader(self, split: str, train: bool) -> DataLoader:
-        dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
-        if dataset is None:
-            raise RuntimeError(f"no {'validation' if split == 'val' else split} split: call setup() first")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+        return self.split_loader(
+            split, train, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers
         )
 
     def _missing(self, folder: Path, files: Sequence[Path], layout: str) -> FileNotFoundError:

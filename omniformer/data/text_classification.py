@@ -264,14 +264,5 @@ class TextClassificationDataModule(ClassificationDataModule):
         return ids, lengths
 
     def loader(self, split: str, train: bool) -> DataLoader:
-        dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
-        if dataset is None:
-            raise RuntimeError(f"no {'validation' if split == 'val' else split} split: call setup() first")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            collate_fn=pad_batch,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),  # page-locked: faster host→GPU copies
-        )
+        # page-locked memory: faster host→GPU copies
+        return self.split_loader(split, train, collate_fn=pad_batch, pin_memory=torch.cuda.is_available())
