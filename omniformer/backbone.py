@@ -2,7 +2,8 @@
 
 One stack of blocks serves every modality. Tokenizers turn text, pixels or waveforms into
 :class:`~omniformer.tokens.Tokens`; the backbone only sees ``B×N×D`` vectors, an optional
-key-padding mask and optional 1-D positions, and knows nothing about where they came from.
+key-padding mask, optional 1-D positions and optional prefix flags (a bidirectional prefix before a
+causal continuation, :mod:`omniformer.attention_mask`), and knows nothing about where they came from.
 
 The block is GPT-2's pre-norm block (Radford et al. 2019; Xiong et al. 2020, "On Layer
 Normalization in the Transformer Architecture"): ``x + attn(norm(x))`` then ``x + mlp(norm(x))``,
@@ -23,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omniformer.argument_checks import require_valid
+from omniformer.attention_mask import attention_rule
+from omniformer.kv_cache import KVCache, LayerCache
 from omniformer.positions import Rotary, apply_rotary
 from omniformer.tokens import Tokens
 
@@ -80,44 +83,6 @@ class MLP(nn.Module):
         else:
             h = F.gelu(h)
         return self.drop(self.proj(h))
-
-
-class LayerCache:
-    """One layer's keys and values inside a :class:`KVCache`: what that layer's attention appends to."""
-
-    def __init__(self, cache: KVCache, layer: int) -> None:
-        self.cache, self.layer = cache, layer
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store this call's ``k``/``v`` (``B×heads×n×head_dim``); return every key and value so far."""
-        start = self.cache.length
-        end = start + k.shape[2]
-        keys, values = self.cache.keys[self.layer], self.cache.values[self.layer]
-        keys[:, :, start:end] = k
-        values[:, :, start:end] = v
-        return keys[:, :, :end], values[:, :, :end]
-
-
-class KVCache:
-    """Pre-allocated keys and values of every layer, for incremental decoding.
-
-    ``layers[i]`` is layer ``i``'s view; ``length`` counts the positions already stored, and
-    :meth:`Backbone.forward` advances it once all layers have appended a call's positions.
-    """
-
-    def __init__(
-        self, depth: int, batch: int, heads: int, head_dim: int, max_len: int, device, dtype
-    ) -> None:
-        shape = (depth, batch, heads, max_len, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
-        self.layers = [LayerCache(self, layer) for layer in range(depth)]
-
-    @property
-    def max_len(self) -> int:
-        """How many positions the cache can hold."""
-        return self.keys.shape[3]
 
 
 class SelfAttention(nn.Module):
@@ -326,10 +291,13 @@ class Backbone(nn.Module):
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Run the blocks on ``tokens``; return the normed residual stream (``B×N×D``).
 
-        ``causal`` lets each position attend only to itself and earlier positions. ``cache``
-        holds keys and values of earlier calls (incremental decoding) and is advanced in place.
-        ``return_attention`` also returns every block's attention probabilities
-        (``B×heads×N×K`` each, computed explicitly instead of by the fused kernel).
+        ``causal`` lets each position attend only to itself and earlier positions, except that tokens
+        flagged in ``tokens.prefix`` also see each other (prefix-LM: a bidirectional prefix, then a
+        causal continuation). Padding (``tokens.mask``) is never attended to. ``cache`` holds keys,
+        values and padding of earlier calls (incremental decoding) and is advanced in place; a
+        prefix arrives whole in the cache's first call. ``return_attention`` also returns every
+        block's attention probabilities (``B×heads×N×K`` each, computed explicitly instead of by
+        the fused kernel).
         """
         x = tokens.x
         if x.ndim != 3 or x.shape[-1] != self.dim:
@@ -341,11 +309,20 @@ class Backbone(nn.Module):
                 f"sequence of {past + n} tokens exceeds model.max_seq_len={self.max_seq_len}; "
                 "use shorter inputs or a larger model.max_seq_len"
             )
-        if cache is not None and tokens.mask is not None:
-            raise ValueError("key-padding masks are not supported together with a KV cache")
         if cache is not None and past + n > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions, {past + n} needed")
-        attn_mask, is_causal = self._attention_mask(tokens.mask, causal, past, n, x.device)
+        prefix = tokens.prefix
+        if prefix is not None and past > 0:
+            if bool(prefix.any()):
+                raise ValueError(
+                    f"prefix tokens arrived after {past} cached positions; a prefix is read "
+                    "bidirectionally, so prefill it whole in the cache's first call"
+                )
+            prefix = None
+        key_mask = cache.keys_mask(tokens.mask, n) if cache is not None else tokens.mask
+        attn_mask, is_causal = attention_rule(
+            key_mask=key_mask, prefix=prefix, causal=causal, past=past, n=n, device=x.device
+        )
         rotary = None
         if self.rotary is not None and tokens.positions is not None:
             rotary = self.rotary(tokens.positions)
@@ -362,29 +339,6 @@ class Backbone(nn.Module):
             cache.length += n
         x = self.norm(x)
         return (x, attention) if return_attention else x
-
-    @staticmethod
-    def _attention_mask(
-        key_mask: Tensor | None, causal: bool, past: int, n: int, device
-    ) -> tuple[Tensor | None, bool]:
-        """Boolean ``B×1×N×K`` mask (True = may attend), or ``None`` plus SDPA's ``is_causal`` flag."""
-        if key_mask is None:
-            if not causal or n == 1:
-                return None, False  # one new query may see every cached key
-            if past == 0:
-                return None, True  # SDPA's fused causal path
-        allowed = None
-        if causal:
-            q_pos = torch.arange(past, past + n, device=device)
-            allowed = torch.arange(past + n, device=device)[None, :] <= q_pos[:, None]
-            allowed = allowed[None, None]
-        if key_mask is not None:
-            keys = key_mask[:, None, None, :].bool()
-            allowed = keys if allowed is None else allowed & keys
-            # A query that is itself padding may have no valid key; letting every query see
-            # itself keeps softmax finite (padded outputs are ignored downstream).
-            allowed = allowed | torch.eye(n, dtype=torch.bool, device=device)[None, None]
-        return allowed, False
 
     def num_parameters(self) -> int:
         """Number of parameters in the backbone."""

@@ -22,18 +22,26 @@ class Tokens:
         positions: optional ``B×N`` integer tensor of 1-D positions, used by the backbone's rotary
             embedding. ``None`` when the tokenizer already encoded positions into ``x`` (e.g. 2-D
             sin-cos positions of image patches).
+        modality: optional ``B×N`` integer tensor naming each token's modality (an index into the
+            names of :class:`omniformer.sequence.SegmentMarkers`); set on mixed sequences, so heads
+            can read the positions they own. The backbone ignores it.
+        prefix: optional ``B×N`` bool tensor, True where a token belongs to the prefix that the
+            backbone reads bidirectionally when called with ``causal=True`` (prefix-LM); ``None`` =
+            no prefix.
 
-    Masks and positions are per token, not per batch, so tokens of several modalities can later be
-    concatenated into one sequence.
+    Masks and positions are per token, not per batch, so tokens of several modalities can be
+    concatenated into one sequence (:func:`omniformer.sequence.compose`).
     """
 
     x: Tensor
     mask: Tensor | None = None
     positions: Tensor | None = None
+    modality: Tensor | None = None
+    prefix: Tensor | None = None
 
     def __post_init__(self) -> None:
         batch, length = self.x.shape[:2]
-        for name in ("mask", "positions"):
+        for name in ("mask", "positions", "modality", "prefix"):
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (batch, length):
                 raise ValueError(
