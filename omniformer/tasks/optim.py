@@ -6,6 +6,7 @@ embeddings decay, biases and norm gains don't.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 
 from omniformer.argument_checks import require_valid
+
+log = logging.getLogger("omniformer")
 
 
 @dataclass
@@ -26,7 +29,7 @@ class OptimSettings:
     weight_decay: float = 0.1
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-8
-    warmup_steps: int = 100
+    warmup_steps: float = 100  # optimizer steps, or a fraction in (0, 1) of the run's steps
     min_lr: float = 1e-4
     schedule: str = "cosine"
     fused: bool | None = None
@@ -43,8 +46,11 @@ class OptimSettings:
             problems.append("{lr} must be positive")
         elif lr is not None and min_lr is not None and not 0 <= min_lr <= lr:
             problems.append("{min_lr} must lie between 0 and {lr}")
-        if args.get("warmup_steps", 0) < 0:
+        warmup = args.get("warmup_steps", 0)
+        if warmup < 0:
             problems.append("{warmup_steps} must be >= 0")
+        elif warmup >= 1 and warmup != int(warmup):
+            problems.append("{warmup_steps} must be a whole number of steps or a fraction in (0, 1)")
         if args.get("schedule", "cosine") not in ("cosine", "constant"):
             problems.append("{schedule}; choose 'cosine' or 'constant'")
         if "betas" in args and len(args["betas"]) != 2:
@@ -73,6 +79,24 @@ class WarmupCosine:
         return self.min_ratio + 0.5 * (1.0 - self.min_ratio) * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_length(warmup_steps: float, total_steps: int) -> int:
+    """Warmup steps for a run of ``total_steps`` optimizer steps: ``warmup_steps`` in (0, 1) is that
+    share of the run (at least one step), a whole number is a number of steps; either is capped at
+    the run's length. A warning names both numbers when the configured warmup is not shorter than
+    the run (the learning rate would still be rising at its last step)."""
+    steps = max(1, round(warmup_steps * total_steps)) if 0 < warmup_steps < 1 else int(warmup_steps)
+    if steps >= total_steps > 0 and warmup_steps >= 1:
+        log.warning(
+            "optim.warmup_steps=%d is not shorter than the run's %d optimizer steps: the learning rate "
+            "would still be rising at the last step (warmup capped at %d). Set a fraction of the run, "
+            "e.g. optim.warmup_steps=0.05, or train longer",
+            steps,
+            total_steps,
+            total_steps,
+        )
+    return min(steps, max(total_steps, 1))
+
+
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     """Split trainable parameters into a decayed group (ndim >= 2) and an undecayed one."""
     params = [p for p in module.parameters() if p.requires_grad]  # tied weights appear once
@@ -88,6 +112,9 @@ def build_optimizer(
     """AdamW and a per-step warmup/cosine scheduler, as ``configure_optimizers`` returns them.
 
     Args:
+        total_steps: the run's optimizer steps (``trainer.estimated_stepping_batches``: ``max_steps``,
+            or epochs x batches per epoch / accumulation); the warmup is fitted to it
+            (:func:`warmup_length`).
         clips_scaled_grads: a gradient scaler (``16-mixed``) is active and gradients are clipped.
             Fused AdamW unscales the gradients inside its own step, after clipping would have seen
             them still scaled, so Lightning refuses that combination: ``fused=None`` then picks the
@@ -111,7 +138,10 @@ def build_optimizer(
         fused=fused,
     )
     schedule = WarmupCosine(
-        settings.warmup_steps, total_steps, settings.min_lr / settings.lr, settings.schedule == "cosine"
+        warmup_length(settings.warmup_steps, total_steps),
+        total_steps,
+        settings.min_lr / settings.lr,
+        settings.schedule == "cosine",
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,38 @@
+"""Defaults that fit the run and logs a user can read (issue #17): warmup fitted to the run's length,
+a required data path, ``best.ckpt`` after every run that validates, progress lines outside a terminal,
+and no notices a user cannot act on."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from torch import nn
+
+from omniformer.tasks.optim import OptimSettings, build_optimizer
+
+
+def _warmup(settings: OptimSettings, total: int) -> int:
+    scheduler = build_optimizer(nn.Linear(2, 2), settings, total)["lr_scheduler"]["scheduler"]
+    return scheduler.lr_lambdas[0].warmup_steps
+
+
+def test_a_fractional_warmup_is_that_share_of_the_run(caplog):
+    with caplog.at_level(logging.WARNING, logger="omniformer"):
+        assert _warmup(OptimSettings(warmup_steps=0.1), 115) == 12
+        assert _warmup(OptimSettings(warmup_steps=0.001), 115) == 1  # at least one step
+        assert _warmup(OptimSettings(warmup_steps=100), 1500) == 100  # whole numbers stay steps
+    assert not caplog.records
+
+
+def test_a_warmup_longer_than_the_run_is_capped_with_a_warning_naming_both_numbers(caplog):
+    """A 300-step warmup in a 115-step run never ended: the lr was still rising at the last step."""
+    with caplog.at_level(logging.WARNING, logger="omniformer"):
+        assert _warmup(OptimSettings(warmup_steps=300), 115) == 115
+    (record,) = caplog.records
+    assert "optim.warmup_steps=300" in record.getMessage() and "115" in record.getMessage()
+
+
+def test_a_warmup_that_is_neither_steps_nor_a_fraction_is_named():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        OptimSettings(warmup_steps=2.5)
