@@ -17,15 +17,24 @@ class OmniModel(nn.Module):
         backbone: the shared transformer.
         heads: modules that map the residual stream to a task's output, by task name. A head with a
             ``tie_to`` attribute naming a tokenizer shares that tokenizer's embedding weight.
+        markers: the learned begin/end vectors of mixed sequences
+            (:class:`~omniformer.sequence.SegmentMarkers`), for tasks that read a prefix of one
+            modality and write text; ``None`` (the default) adds nothing to the state dict.
     """
 
     def __init__(
-        self, tokenizers: Mapping[str, nn.Module], backbone: Backbone, heads: Mapping[str, nn.Module]
+        self,
+        tokenizers: Mapping[str, nn.Module],
+        backbone: Backbone,
+        heads: Mapping[str, nn.Module],
+        markers: nn.Module | None = None,
     ):
         super().__init__()
         self.tokenizers = nn.ModuleDict(dict(tokenizers))
         self.backbone = backbone
         self.heads = nn.ModuleDict(dict(heads))
+        # Registered after the other parts, and only when given: older state dicts load unchanged.
+        self.markers = markers
         for name, head in self.heads.items():
             tie_to = getattr(head, "tie_to", None)
             if tie_to is None:

@@ -33,6 +33,7 @@ TASK_METRICS = {
     "omniformer.tasks.language_modeling.LanguageModelingTask": {"val_loss", "val_ppl"},
     "omniformer.tasks.ClassificationTask": {"val_loss", "val_acc", "val_f1", "val_acc_top5"},
     "omniformer.tasks.classification.ClassificationTask": {"val_loss", "val_acc", "val_f1", "val_acc_top5"},
+    "omniformer.tasks.prefix_lm.PrefixLMTask": {"val_loss", "val_exact", "val_cer", "val_wer"},
 }
 #: The top-level keys of a ``train`` config: conf/train.yaml's groups and values (a test keeps them
 #: equal), ``data_spec`` (filled in at run time) and ``hydra``. Anything else is read by nothing.

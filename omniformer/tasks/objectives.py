@@ -16,6 +16,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from omniformer.model import OmniModel
+from omniformer.prefix_inputs import prefix_and_text
 
 
 def check_labels(labels: Tensor, num_classes: int) -> None:
@@ -110,3 +111,40 @@ class LanguageModelingLoss(Objective):
 
     def derived(self, loss: Tensor) -> dict[str, Tensor]:
         return {"ppl": torch.exp(loss)}
+
+
+#: The target id :class:`PrefixLMLoss` gives prefix-free padding (``F.cross_entropy``'s default ignore).
+IGNORE_INDEX = -100
+
+
+class PrefixLMLoss(Objective):
+    """Next-token cross-entropy on the text after a media prefix, on ``PairedBatch`` batches
+    (:mod:`omniformer.data.paired_batch`): ``(media, media_lengths, text, text_lengths)``.
+
+    The sequence is ``<modality> media </modality> text[:-1]``; the logits from the end marker on score
+    ``text``. Only real text ids count (end of text included): the prefix has no targets and text
+    padding is :data:`IGNORE_INDEX`, so the mean is over the batch's real text tokens.
+
+    Args:
+        text_modality: the tokenizer that embeds the text ids.
+    """
+
+    def __init__(self, text_modality: str = "text") -> None:
+        self.text_modality = text_modality
+
+    def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        media, media_lengths, text, text_lengths = batch
+        seq = prefix_and_text(net, modality, media, media_lengths, text[:, :-1], self.text_modality)
+        h = net.backbone(seq, causal=True)
+        start = seq.x.shape[1] - text.shape[1]  # the end marker's column: it predicts text[:, 0]
+        logits = net.heads[head](h, seq)[:, start:]
+        real = torch.arange(text.shape[1], device=text.device)[None] < text_lengths.to(text.device)[:, None]
+        targets = text.masked_fill(~real, IGNORE_INDEX)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+        return loss, logits, targets
+
+    def weight(self, targets: Tensor) -> int:
+        return int((targets != IGNORE_INDEX).sum())
+
+    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
+        return None
