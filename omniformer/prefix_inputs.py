@@ -21,7 +21,7 @@ def media_tokens(net: OmniModel, modality: str, media: Tensor, lengths: Tensor |
     if modality not in net.tokenizers:
         raise KeyError(
             f"the model has no {modality} tokenizer (it has {sorted(net.tokenizers)}); it cannot read "
-            f"{modality} (for a prefix LM, train with task/prefix={modality})"
+            f"{modality} (for a prefix LM, train with prefix={modality})"
         )
     tokenizer = net.tokenizers[modality]
     if modality != "image":

@@ -1,7 +1,7 @@
 """The user's own (media, text) pairs from JSONL / CSV manifests (``data=paired``).
 
     omniformer-train task=prefix_lm data=paired data.train=train.jsonl data.val=val.jsonl
-    omniformer-train task=prefix_lm task/prefix=image data=paired data.manifest=all.csv
+    omniformer-train task=prefix_lm prefix=image data=paired data.manifest=all.csv
 
 Rows are ``{"audio": "a.wav", "text": "..."}`` or ``{"image": "b.png", "text": "..."}``, paths
 relative to the manifest's folder (:mod:`omniformer.data.manifest`). Splits come from the

@@ -65,7 +65,7 @@ class PrefixLMTask(OmniTask):
             if name not in net.tokenizers:
                 raise ValueError(
                     f"the model has no {name!r} tokenizer (it has {sorted(net.tokenizers)}); "
-                    f"for {name} prefixes train with task/prefix={name}"
+                    f"for {name} prefixes train with prefix={name}"
                 )
         if head not in net.heads:
             raise ValueError(f"no head named {head!r}; configured: {sorted(net.heads)}")
