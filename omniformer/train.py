@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from omniformer.callbacks import NonFiniteLossError, RunInfo, StepSeed, Throughput
 from omniformer.checkpoint_io import AtomicCheckpointIO
-from omniformer.config import check_train_config, register_schemas
+from omniformer.config import ConfigError, check_train_config, register_schemas
 from omniformer.files import WriteError, atomic_write_text
 from omniformer.known_warnings import silence_known_warnings
 from omniformer.launch import check_launch, is_rank_zero
@@ -199,7 +199,7 @@ def _main(cfg: DictConfig) -> float | None:
     check_launch(run_dir, fixed)
     try:
         results = train(cfg, run_dir)
-    except (RunFolderError, WriteError) as err:  # the message says it all; Lightning's frames would bury it
+    except (RunFolderError, WriteError, ConfigError) as err:  # the message says it all; frames would bury it
         raise CompactHydraException(str(err)) from None
     except StopRequested as stop:
         if is_rank_zero():

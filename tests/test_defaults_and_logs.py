@@ -10,6 +10,7 @@ import pytest
 from torch import nn
 
 from omniformer.tasks.optim import OptimSettings, build_optimizer
+from tests.helpers.runs import run_main
 
 
 def _warmup(settings: OptimSettings, total: int) -> int:
@@ -36,3 +37,12 @@ def test_a_warmup_longer_than_the_run_is_capped_with_a_warning_naming_both_numbe
 def test_a_warmup_that_is_neither_steps_nor_a_fraction_is_named():
     with pytest.raises(ValueError, match="warmup_steps"):
         OptimSettings(warmup_steps=2.5)
+
+
+def test_textfile_without_a_path_fails_naming_data_path(tmp_path):
+    """``data=textfile`` alone trained on the bundled Shakespeare: the ``???`` was lost when
+    textfile.yaml was merged over shakespeare.yaml."""
+    proc = run_main("omniformer.train", "data=textfile", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode != 0
+    assert "data.path is required" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "vocab.json").exists()  # stopped before any data was read

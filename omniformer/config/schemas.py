@@ -111,6 +111,13 @@ class TextDataSchema:
 
 
 @dataclass
+class TextFileDataSchema(TextDataSchema):
+    """``data=textfile``: as :class:`TextDataSchema`, with ``path`` required (no bundled fallback)."""
+
+    path: str = MISSING
+
+
+@dataclass
 class ImageDataSchema:
     """The torchvision image data modules (``data=mnist | fashion_mnist | cifar10 | cifar100``)."""
 
@@ -207,6 +214,7 @@ DATA_SCHEMAS: dict[str, type] = {
 #: Names under which the data schemas are registered in the ``data`` group.
 DATA_SCHEMA_NAMES = {
     "_text_schema": TextDataSchema,
+    "_textfile_schema": TextFileDataSchema,
     "_image_schema": ImageDataSchema,
     "_image_folder_schema": ImageFolderDataSchema,
     "_spoken_digits_schema": SpokenDigitsDataSchema,

@@ -8,6 +8,7 @@
   the task reading the modality its data yields, the metric the checkpoint watches, a step limit for
   endless sampling, FSDP on CPU, a step limit and gradient clipping that mean something, the types of
   the top-level values;
+* required keys left without a value (``data.path`` of ``data=textfile``);
 * keys nothing reads: a top-level key that is not one of :data:`TRAIN_KEYS` (``+seeed=5``), and a
   callback or logger without a ``_target_`` (``+callbacks.checkpont.every_n_train_steps=5``), with the
   close matches.
@@ -60,6 +61,9 @@ def check_train_config(cfg: DictConfig) -> None:
     Lists every problem at once (see the module docstring for what is checked).
     """
     problems: list[str] = []
+    _missing_values(cfg, problems)
+    if problems:  # the other checks would read the missing values
+        raise ConfigError(problems)
     _unread_keys(cfg, problems)
     for key in cfg:
         if key in ("hydra", "data_spec"):
@@ -73,6 +77,21 @@ def check_train_config(cfg: DictConfig) -> None:
     _cross_checks(cfg, problems)
     if problems:
         raise ConfigError(problems)
+
+
+def _missing_values(cfg: DictConfig, problems: list[str]) -> None:
+    """A required key left without a value (``???``), e.g. ``data.path`` of ``data=textfile``."""
+
+    def walk(node: Any, path: str) -> None:
+        keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+        for key in keys:
+            child, where = node._get_node(key), f"{path}.{key}" if path else str(key)
+            if child._is_missing():  # `???` itself, never an interpolation (those resolve later)
+                problems.append(f"{where} is required and has no value: set it, e.g. {where}=...")
+            elif isinstance(child, (DictConfig, ListConfig)) and not child._is_none():
+                walk(child, where)
+
+    walk(cfg, "")
 
 
 def _get(node: Any, key: str, default: Any = UNSET) -> Any:
