@@ -190,6 +190,10 @@ class MNISTDigitStrings(Dataset):
         """The transcript of ``digits`` in this dataset's ``text_form``."""
         return " ".join(DIGIT_WORDS[d] if self.text_form == "words" else str(d) for d in digits)
 
+    def texts(self) -> list[str]:
+        """Every string's transcript, in index order, without composing any image."""
+        return [self.text(self.plan(index).digits) for index in range(self.size)]
+
     def __getitem__(self, index: int) -> tuple[Tensor, str]:
         plan = self.plan(index)
         canvas = torch.zeros(DIGIT_SIZE, plan.width, dtype=torch.uint8)

@@ -225,6 +225,10 @@ class SpokenDigitUtterances(Dataset):
         """The transcript of ``digits`` in this dataset's ``text_form``."""
         return " ".join(DIGIT_WORDS[d] if self.text_form == "words" else str(d) for d in digits)
 
+    def texts(self) -> list[str]:
+        """Every utterance's transcript, in index order, without reading any audio."""
+        return [self.text(self.plan(index).digits) for index in range(self.size)]
+
     def waveform(self, clip: Clip) -> Tensor:
         """``clip`` read at the dataset's rate (decoded once, then kept)."""
         if clip.path not in self._waves:
