@@ -222,9 +222,10 @@ def shipped_combinations() -> list[list[str]]:
     combos = [
         [f"task={task}", f"data={data}", *required.get(data, [])] for data, task in MATCHING_TASK.items()
     ]
+    needs_root = {"spoken_digits", "transcribe_digits"}  # experiments whose data.root is required
     for group in ("experiment", "debug", "callbacks", "logger", "trainer", "model", "optim"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")):
-            combos.append([f"{group}={option}", *(["data.root=/x"] if option == "spoken_digits" else [])])
+            combos.append([f"{group}={option}", *(["data.root=/x"] if option in needs_root else [])])
     return combos
 
 
