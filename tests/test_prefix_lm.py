@@ -19,6 +19,7 @@ from omniformer.tasks.optim import OptimSettings
 from omniformer.tasks.prefix_lm import PrefixLMTask
 from omniformer.tokenizers import AudioSpectrogramTokenizer, ImagePatchTokenizer, TextEmbedding
 from omniformer.tokenizers.vocab import CharVocab
+from tests.helpers.callbacks import assert_same_curve, interrupted_and_resumed
 from tests.helpers.overrides import ON_CPU, TINY_MODEL
 from tests.helpers.paths import FIXTURES
 
@@ -212,3 +213,21 @@ def test_an_image_prefix_run_reads_digit_strips(tmp_path):
     assert {"val_cer", "val_wer", "val_exact", "test_cer"} <= set(results)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert "net.markers.begin.image" in state and not any(".audio" in key for key in state)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_repeats_the_uninterrupted_losses(tmp_path):
+    train, val = manifests(tmp_path)
+    # 3 training clips, one per batch: last.ckpt at step 4 is one batch into epoch 1.
+    args = tiny_run(
+        train,
+        val,
+        "data.batch_size=1",
+        "trainer.max_epochs=3",
+        "model.dropout=0.1",
+        "callbacks.checkpoint.every_n_train_steps=4",
+        "test_after_fit=false",
+    )
+    full, first, resumed = interrupted_and_resumed(tmp_path, args, crash_step=5)
+    assert sorted(full) == list(range(1, 10))
+    assert_same_curve(full, first, resumed, resumed_from=4)

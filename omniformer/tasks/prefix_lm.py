@@ -83,8 +83,15 @@ class PrefixLMTask(OmniTask):
         self.vocab: Vocabulary | None = None
 
     def setup(self, stage: str) -> None:
-        """Take the vocabulary from the data module: generations are scored as text."""
+        """Check the data holds this task's modality; take its vocabulary (generations are scored as
+        text)."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        holds = getattr(datamodule, "modality", self.modality)
+        if holds != self.modality:
+            raise ValueError(
+                f"the data holds {holds} pairs but the model reads {self.modality} prefixes; "
+                f"train with prefix={holds}"
+            )
         vocab = getattr(datamodule, "vocab", None)
         if vocab is not None:
             self.vocab = vocab
