@@ -37,7 +37,7 @@ def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"checkpoint {path} does not exist{_why_no_best(path)}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
@@ -72,6 +72,17 @@ def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
     if isinstance(checkpoint, dict):
         checkpoint.pop(CHECKSUM_KEY, None)  # verified; the saver writes fresh ones
     return checkpoint
+
+
+def _why_no_best(path: Path) -> str:
+    """Why a run folder holds ``last.ckpt`` but no ``best.ckpt``, as the end of a sentence."""
+    last = path.with_name("last.ckpt")
+    if path.name != "best.ckpt" or not last.is_file():
+        return ""
+    return (
+        ": best.ckpt is written after a validation, and this run never validated "
+        f"(trainer.limit_val_batches=0?); use its last checkpoint, {last}"
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -105,9 +106,12 @@ def main(cfg: DictConfig) -> None:
     """Evaluate a checkpoint and print where the report went."""
     silence_known_warnings()
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    metrics = evaluate(
-        cfg.ckpt, cfg.split, data, cfg.out_dir, cfg.figures, cfg.accelerator, cfg.get("allow_targets")
-    )
+    try:
+        metrics = evaluate(
+            cfg.ckpt, cfg.split, data, cfg.out_dir, cfg.figures, cfg.accelerator, cfg.get("allow_targets")
+        )
+    except FileNotFoundError as err:  # one sentence naming the file; the frames would bury it
+        raise CompactHydraException(str(err)) from None
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}")
 

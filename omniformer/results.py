@@ -11,6 +11,7 @@ import lightning as L
 from omniformer.callbacks import NonFiniteGuard, Throughput
 from omniformer.data.splits import has_split
 from omniformer.files import atomic_write_text, write_json
+from omniformer.run_checkpoint import RunCheckpoint
 
 
 def final_results(
@@ -22,9 +23,13 @@ def final_results(
     wall: float,
     test: bool,
 ) -> dict[str, Any]:
-    """Validate the final weights (and test the best ones when ``test`` and the data has a test split);
-    add speed, size and the text sample; write ``results.json`` and ``sample.txt`` on rank zero."""
-    final = trainer.validate(task, datamodule=datamodule, verbose=False)[0]
+    """Validate the final weights (kept as ``best.ckpt`` when the fit judged no best), test the best ones
+    (when ``test`` and the data has a test split); add speed, size and the text sample; write
+    ``results.json`` and ``sample.txt`` on rank zero."""
+    validated = trainer.validate(task, datamodule=datamodule, verbose=False)
+    final = validated[0] if validated else {}  # nothing when trainer.limit_val_batches=0
+    if isinstance(trainer.checkpoint_callback, RunCheckpoint):  # a run too short to validate keeps one
+        trainer.checkpoint_callback.keep_final_validation(trainer)
     results: dict[str, Any] = {k: round(float(v), 6) for k, v in final.items()}
     tokens = hasattr(task, "sample_text")  # a token task reports tokens/s and perplexity
     if "val_loss" in results and "val_ppl" not in results and tokens:

@@ -1,10 +1,11 @@
 """Deciding when a run writes its checkpoints: ``last.ckpt`` to continue from, ``best.ckpt`` to keep.
 
 :class:`RunCheckpoint`, the ``ModelCheckpoint`` every ``omniformer-train`` run uses, writes
-``best.ckpt`` only right after a validation (so its weights are the ones the score was measured on)
-and ``last.ckpt`` every ``every_n_train_steps`` optimizer steps, after every validation and when
-training ends. A run folder holds one ``last.ckpt`` and one ``best.ckpt``, also after it was copied
-or moved.
+``best.ckpt`` only right after a validation (so its weights are the ones the score was measured on;
+a run that judged none during the fit keeps its final validation's weights, see
+:meth:`RunCheckpoint.keep_final_validation`) and ``last.ckpt`` every ``every_n_train_steps``
+optimizer steps, after every validation and when training ends. A run folder holds one
+``last.ckpt`` and one ``best.ckpt``, also after it was copied or moved.
 
 How a checkpoint is written (atomically, with checksums) is
 :class:`omniformer.checkpoint_io.AtomicCheckpointIO`'s job.
@@ -119,6 +120,18 @@ class RunCheckpoint(ModelCheckpoint):
         # last.ckpt carries the best-so-far record: rewrite it when that changed at this step,
         # otherwise a resume would compare later scores against an outdated best.
         self.save_last_now(trainer, force=improved)
+
+    def keep_final_validation(self, trainer: L.Trainer) -> str | None:
+        """Write ``best.ckpt`` from the end-of-run validation of the final weights when the fit judged
+        no best (a run shorter than ``trainer.val_check_interval``, or whose validations came only
+        after it); return the best checkpoint's path, if any. Call it right after that validation."""
+        if self.best_model_path and Path(self.best_model_path).is_file():
+            return self.best_model_path
+        if trainer.fast_dev_run or self.save_top_k == 0 or self.monitor not in trainer.callback_metrics:
+            return None  # no validation ran (limit_val_batches=0): there is nothing to judge
+        self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._best_judged_step = trainer.global_step
+        return self.best_model_path or None
 
     def save_last_now(self, trainer: L.Trainer, force: bool = False) -> str | None:
         """Write ``last.ckpt`` now (unless it already holds this step); return its path."""

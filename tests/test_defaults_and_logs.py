@@ -10,6 +10,9 @@ import pytest
 from torch import nn
 
 from omniformer.tasks.optim import OptimSettings, build_optimizer
+from omniformer.train import run
+from tests.helpers.data import image_folder
+from tests.helpers.overrides import LM, image_args
 from tests.helpers.runs import run_main
 
 
@@ -46,3 +49,29 @@ def test_textfile_without_a_path_fails_naming_data_path(tmp_path):
     assert proc.returncode != 0
     assert "data.path is required" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "vocab.json").exists()  # stopped before any data was read
+
+
+def test_a_run_shorter_than_its_validation_interval_writes_best_ckpt_and_eval_reads_it(tmp_path):
+    """A 3-step run with validations every 500 steps validated only at the end and wrote no best.ckpt:
+    ``omniformer-eval ckpt=.../best.ckpt`` died with a traceback."""
+    run_dir = tmp_path / "run"
+    run([*LM, "trainer.max_steps=3", "trainer.val_check_interval=500"], run_dir)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    assert best.is_file()
+    proc = run_main("omniformer.evaluate", f"ckpt={best}", "split=val", "figures=false")
+    assert "val_loss" in proc.stdout
+
+
+def test_an_epoch_based_image_run_writes_best_ckpt(tmp_path):
+    run([*image_args(image_folder(tmp_path / "images")), "trainer.max_epochs=1"], tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_a_run_that_never_validates_says_so_when_best_ckpt_is_asked_for(tmp_path):
+    run_dir = tmp_path / "run"
+    results = run([*LM, "trainer.max_steps=2", "trainer.limit_val_batches=0"], run_dir)
+    assert "val_loss" not in results and not (run_dir / "checkpoints" / "best.ckpt").exists()
+    best = run_dir / "checkpoints" / "best.ckpt"
+    proc = run_main("omniformer.evaluate", f"ckpt={best}", "split=val", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "never validated" in proc.stderr and "last.ckpt" in proc.stderr
