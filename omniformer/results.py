@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,7 @@ def write_results(trainer: L.Trainer, run_dir: Path, results: dict[str, Any]) ->
 
 
 def print_summary(results: dict[str, Any]) -> None:
-    """One table of the final metrics."""
+    """One table of the final metrics, on stdout and, as plain text, in the log files (``train.log``)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -85,3 +87,17 @@ def print_summary(results: dict[str, Any]) -> None:
         if key != "sample":
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
+    text = io.StringIO()
+    Console(file=text, width=100, no_color=True).print(table)
+    _to_log_files(f"results:\n{text.getvalue().rstrip()}")
+
+
+def _to_log_files(message: str) -> None:
+    """``message`` as an ``omniformer`` INFO record, to the root logger's file handlers only (stdout
+    already shows it)."""
+    record = logging.getLogger("omniformer").makeRecord(
+        "omniformer", logging.INFO, __file__, 0, message, (), None
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -5,6 +5,7 @@ and no notices a user cannot act on."""
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 from torch import nn
@@ -12,7 +13,7 @@ from torch import nn
 from omniformer.tasks.optim import OptimSettings, build_optimizer
 from omniformer.train import run
 from tests.helpers.data import image_folder
-from tests.helpers.overrides import LM, image_args
+from tests.helpers.overrides import LM, LM_CLI, image_args
 from tests.helpers.runs import run_main
 
 
@@ -75,3 +76,33 @@ def test_a_run_that_never_validates_says_so_when_best_ckpt_is_asked_for(tmp_path
     proc = run_main("omniformer.evaluate", f"ckpt={best}", "split=val", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "never validated" in proc.stderr and "last.ckpt" in proc.stderr
+
+
+def test_outside_a_terminal_progress_lines_give_step_loss_throughput_and_eta(tmp_path, caplog):
+    """Under nohup or SLURM nothing was printed between the model summary and the end of the run."""
+    overrides = [*LM, "trainer.max_steps=6", "callbacks.progress_log.every_n_steps=2"]
+    with caplog.at_level(logging.INFO, logger="omniformer"):
+        run(overrides, tmp_path / "run")  # pytest's stdout is not a terminal
+    lines = [r.getMessage() for r in caplog.records if r.name == "omniformer"]
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["2/6", "4/6", "6/6"]
+    assert all("train_loss" in line and "tokens/s" in line and "ETA" in line for line in steps)
+    assert any(line.startswith("validation at step 4/6: val_loss") for line in lines)
+
+
+def test_in_a_terminal_the_bar_alone_shows_progress(monkeypatch):
+    from omniformer.progress_log import ProgressLog
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert not ProgressLog().enabled and ProgressLog(enabled=True).enabled
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert ProgressLog().enabled
+
+
+def test_train_log_holds_the_progress_lines_and_the_results_table(tmp_path):
+    run_main(
+        "omniformer.train", *LM_CLI, "callbacks.progress_log.every_n_steps=2", f"hydra.run.dir={tmp_path}"
+    )
+    log_text = (tmp_path / "train.log").read_text()
+    assert "step 2/6" in log_text and "validation at step 3/6" in log_text
+    assert "omniformer results" in log_text and "val_loss" in log_text.split("omniformer results")[1]
