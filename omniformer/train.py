@@ -38,6 +38,7 @@ from omniformer.config import ConfigError, check_train_config, register_schemas
 from omniformer.files import WriteError, atomic_write_text
 from omniformer.known_warnings import silence_known_warnings
 from omniformer.launch import check_launch, is_rank_zero
+from omniformer.model_summary import ModelSummary
 from omniformer.results import final_results, last_checkpoint_note, print_summary, write_results
 from omniformer.resume import RestoreLoaderState
 from omniformer.run_lock import RunFolderError, hold_run_folder, prepare_run_folder
@@ -117,6 +118,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     plugins = trainer_cfg.pop("plugins", None) or []
+    if trainer_cfg.get("enable_model_summary", True):  # ours, without Lightning's FLOPs (always 0 here)
+        callbacks.append(ModelSummary())
+    trainer_cfg["enable_model_summary"] = False
     trainer: L.Trainer = instantiate(
         trainer_cfg,
         callbacks=callbacks,

@@ -106,3 +106,12 @@ def test_train_log_holds_the_progress_lines_and_the_results_table(tmp_path):
     log_text = (tmp_path / "train.log").read_text()
     assert "step 2/6" in log_text and "validation at step 3/6" in log_text
     assert "omniformer results" in log_text and "val_loss" in log_text.split("omniformer results")[1]
+
+
+def test_a_run_prints_no_notices_a_user_cannot_act_on(tmp_path, caplog, capsys):
+    """ "Total FLOPs: 0", three `limit_*_batches=1.0` notices our own config caused, a litlogger tip."""
+    with caplog.at_level(logging.INFO):
+        run([*LM, "trainer.max_steps=2", "trainer.enable_model_summary=true"], tmp_path / "run")
+    out = capsys.readouterr().out + caplog.text
+    assert "Total params" in out  # the model summary is still there
+    assert "FLOPs" not in out and "was configured so 100%" not in out and "litlogger" not in out
