@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 
 from omniformer.config import register_schemas
 from tests.helpers.paths import REPO
@@ -61,6 +62,9 @@ def run_main(module: str, *args: str, cwd: Path | None = None, check: bool = Tru
     what :func:`run_cli` returns (exit status, stdout, stderr) without starting Python (seconds each)."""
     out, err = io.StringIO(), io.StringIO()
     argv, here, code = sys.argv, os.getcwd(), 0
+    # Hydra keeps the last job's config in a process-wide singleton (`${hydra:...}` resolves through it;
+    # `--help` and `--cfg` leave one without a run folder): a fresh process would not see it.
+    hydra_config = HydraConfig.instance().cfg
     try:
         sys.argv = [module, *args]
         os.chdir(cwd or REPO)
@@ -71,6 +75,7 @@ def run_main(module: str, *args: str, cwd: Path | None = None, check: bool = Tru
     finally:
         sys.argv = argv
         os.chdir(here)
+        HydraConfig.instance().cfg = hydra_config
     proc = subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
     if check and code != 0:
         command = f"{module} {' '.join(args)}"
