@@ -44,6 +44,9 @@ log = logging.getLogger("omniformer")
 
 #: The lock file's name inside the run folder.
 LOCK_NAME = ".run.lock"
+# How long a lock whose recorded holder has ended may stay held before it is reported: a process the
+# holder forked just before it died still has to close its inherited copy (see _close_in_forked_child).
+ORPHAN_GRACE_SECONDS = 2.0
 
 # Launchers' rank variables: any of them non-zero means another process leads the launch.
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
@@ -118,6 +121,7 @@ class RunFolderLock:
             RunFolderBusy: another process holds the lock.
         """
         prepare_run_folder(self.folder)
+        grace_ends = time.monotonic() + ORPHAN_GRACE_SECONDS
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -133,6 +137,11 @@ class RunFolderLock:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
+                if _ended_here(holder) and time.monotonic() < grace_ends:
+                    # A process the ended holder forked just before it died closes its inherited copy
+                    # of the lock as its first step (_close_in_forked_child): give it that moment.
+                    time.sleep(0.05)
+                    continue
                 raise RunFolderBusy(self._busy_message(holder)) from None
             except OSError as err:
                 os.close(fd)
@@ -183,13 +192,21 @@ class RunFolderLock:
             f"run folder {self.folder} is in use by another run ({who}); wait for it to end, or give this "
             f"run another hydra.run.dir (lock file: {self.path})"
         )
-        pid = holder.get("pid") if holder else None
-        if holder and holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        if _ended_here(holder):
+            pid = holder["pid"]
             message += (
                 f". PID {pid} has ended, but a process it started (a data-loader worker?) still holds the "
                 "lock"
             )
         return message
+
+
+def _ended_here(holder: dict[str, Any] | None) -> bool:
+    """Whether ``holder`` names a process of this host that has ended."""
+    if not holder or holder.get("host") != socket.gethostname():
+        return False
+    pid = holder.get("pid")
+    return isinstance(pid, int) and not _alive(pid)
 
 
 def _same_file(fd: int, path: Path) -> bool:
