@@ -6,12 +6,11 @@ naming the file (and line, and key) at fault.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
+
+from omniformer.data.records import csv_records, jsonl_records
 
 
 def decode(raw: bytes, path: Path) -> str:
@@ -45,10 +44,7 @@ def read_table(
 ) -> list[tuple[str, str]]:
     """``(text, label)`` rows of a CSV (with a header) or JSONL file; one error naming file, line and key.
 
-    A record ends only at a newline (CSV: ``\\n``, ``\\r\\n`` or ``\\r`` outside quotes; JSONL: ``\\n`` or
-    ``\\r\\n``): U+2028, U+0085, form feeds and the other breaks ``str.splitlines`` knows are ordinary
-    characters of a field. Line numbers in errors are physical lines of the file, where the record
-    starts (a CSV record with a quoted newline spans several lines).
+    Records and line numbers as :mod:`omniformer.data.records` reads them.
     """
     text = decode(path.read_bytes(), path)
     read = _read_csv if kind == "csv" else _read_jsonl
@@ -59,20 +55,9 @@ def read_table(
 
 
 def _read_csv(path: Path, text: str, text_key: str, label_key: str) -> list[tuple[str, str]]:
-    # StringIO(newline="") splits lines as a file opened with newline="" does, as the csv module wants.
-    reader = csv.reader(io.StringIO(text, newline=""))
     columns: list[str] | None = None
     items: list[tuple[str, str]] = []
-    while True:
-        start = reader.line_num + 1  # line_num: physical lines read so far
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise ValueError(f"{path}:{start}: not valid CSV ({err})") from None
-        if not record:  # a blank line, skipped as csv.DictReader skips it
-            continue
+    for start, record in csv_records(path, text):
         if columns is None:
             columns = _check_columns(record, path, text_key, label_key)
             continue
@@ -92,16 +77,7 @@ def _check_columns(columns: list[str], path: Path, text_key: str, label_key: str
 
 def _read_jsonl(path: Path, text: str, text_key: str, label_key: str) -> list[tuple[str, str]]:
     items = []
-    for line, raw in enumerate(text.split("\n"), start=1):
-        raw = raw.removesuffix("\r")
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line} is not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{line} is not a JSON object")
+    for line, row in jsonl_records(path, text):
         for key, name in ((text_key, "data.text_key"), (label_key, "data.label_key")):
             if key not in row:
                 raise ValueError(f"{name}={key!r}: {path}:{line} has no such key (keys: {sorted(row)})")

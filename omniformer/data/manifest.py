@@ -9,12 +9,11 @@ quoted newline spans several lines); ``\\r\\n`` line ends and quoted commas read
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from omniformer.data.records import csv_records, jsonl_records
 
 #: Columns that name a media file, by the modality they hold.
 MEDIA_COLUMNS = ("audio", "image")
@@ -51,7 +50,7 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text ({err})") from None
-    records = _csv_records(path, text) if kind == "csv" else _jsonl_records(path, text)
+    records = _csv_records(path, text) if kind == "csv" else jsonl_records(path, text)
     rows = [check_row(record, path, line) for line, record in records]
     if not rows:
         raise ValueError(f"manifest {path} holds no rows")
@@ -83,36 +82,11 @@ def check_row(record: Mapping[str, object], manifest: Path, line: int) -> Manife
 
 
 def _csv_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, str]]]:
-    # StringIO(newline="") splits lines as a file opened with newline="" does, as the csv module wants.
-    reader = csv.reader(io.StringIO(text, newline=""))
     columns: list[str] | None = None
-    while True:
-        start = reader.line_num + 1  # line_num: physical lines read so far
-        try:
-            record = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            raise ValueError(f"{path}:{start}: not valid CSV ({err})") from None
-        if not record:  # a blank line
-            continue
+    for start, record in csv_records(path, text):
         if columns is None:
             columns = [c.strip() for c in record]
             continue
         if len(record) != len(columns):
             raise ValueError(f"{path}:{start}: {len(record)} fields for the {len(columns)} columns {columns}")
         yield start, {c: v for c, v in zip(columns, record) if v != "" or c == TEXT_COLUMN}
-
-
-def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, dict]]:
-    for line, raw in enumerate(text.split("\n"), start=1):
-        raw = raw.removesuffix("\r")
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line} is not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{line} is not a JSON object")
-        yield line, record
