@@ -21,10 +21,10 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from omniformer.data.artifacts import CLASSES_FILE, classes_json, read_classes
-from omniformer.resume import training_loader
+from omniformer.data.split_loaders import SplitLoaders
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(SplitLoaders, L.LightningDataModule):
     """A labelled dataset with train, validation and test splits, for a classifier.
 
     Subclasses implement ``setup`` (which sets :attr:`classes`) and :meth:`loader`, and may add to
@@ -38,12 +38,7 @@ class ClassificationDataModule(L.LightningDataModule):
         super().__init__()
         self.classes: list[str] | None = None
 
-    # -- what subclasses provide ------------------------------------------------------------------
-    def loader(self, split: str, train: bool) -> DataLoader:
-        """The ``DataLoader`` of ``split`` (``train``, ``val`` or ``test``); ``train`` = shuffled and
-        augmented."""
-        raise NotImplementedError
-
+    # -- what subclasses provide (and loader(), see SplitLoaders) -------------------------------------
     def input_spec(self) -> dict:
         """Sizes of the inputs the model is built for (channels, image size, sample rate...)."""
         return {}
@@ -94,13 +89,3 @@ class ClassificationDataModule(L.LightningDataModule):
         if CLASSES_FILE in artifacts:
             self.classes = read_classes(artifacts[CLASSES_FILE])
         self.use_extra_artifacts(artifacts)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented training batches, resumable mid-epoch."""
-        return training_loader(self, self.loader("train", train=True))
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", train=False)

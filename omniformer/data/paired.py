@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from omniformer.data.paired_batch import PairCollate
-from omniformer.resume import training_loader
+from omniformer.data.split_loaders import SplitLoaders
 from omniformer.tokenizers.vocab import CharVocab, Vocabulary, vocab_from_json
 
 VOCAB_FILE = "vocab.json"
@@ -42,7 +42,7 @@ def dataset_texts(dataset: Dataset) -> list[str]:
     return [dataset[i][1] for i in range(len(dataset))]  # type: ignore[arg-type]
 
 
-class PairedDataModule(L.LightningDataModule):
+class PairedDataModule(SplitLoaders, L.LightningDataModule):
     """(media, text) pairs in train, validation and test splits, batched for a prefix LM.
 
     Args:
@@ -198,13 +198,3 @@ class PairedDataModule(L.LightningDataModule):
             collate_fn=self.collate(),
             pin_memory=torch.cuda.is_available(),
         )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches, resumable mid-epoch."""
-        return training_loader(self, self.loader("train", train=True))
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", train=False)
