@@ -8,6 +8,7 @@ from one another or from this file.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 from omniformer.config import register_schemas
 from omniformer.train import run
 from tests.helpers.overrides import AUDIO, FSDD_FIXTURE_DATA, IMAGE, LM, MNIST_FIXTURE_DATA
+from tests.helpers.paths import FIXTURES
 from tests.helpers.runs import logging_kept, run_cli, run_main
 
 # One intra-op thread, here and in every process the tests start (CLI runs, DDP ranks): the tensors are
@@ -95,3 +97,15 @@ def tiny_fsdd_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny_fsdd")
     run([*AUDIO, *FSDD_FIXTURE_DATA, "data.batch_size=2", "trainer.max_epochs=2"], run_dir)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def two_speakers(tmp_path_factory) -> Path:
+    """An FSDD folder (``recordings/``) with two speakers' bundled clips: theo (digits 0-1, takes 0, 5,
+    6) and nicolas (digits 1-2, takes 3, 5-7). Read it, never write into it."""
+    folder = tmp_path_factory.mktemp("fsdd_two_speakers") / "recordings"
+    folder.mkdir()
+    for source in ("fsdd", "fsdd_nicolas"):
+        for path in (FIXTURES / source / "recordings").glob("*.wav"):
+            shutil.copy(path, folder)
+    return folder.parent

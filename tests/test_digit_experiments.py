@@ -5,8 +5,6 @@ val/test fixed across training seeds and hold speakers out."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from hydra.utils import instantiate
 
@@ -41,17 +39,6 @@ EXPERIMENTS = {
     "read_digits": [f"data.root={MNIST}", "data.val_images=4", *TINY_PAIRS],
 }
 METRICS = ("loss", "exact", "cer", "wer")
-
-
-@pytest.fixture(scope="module")
-def two_speakers(tmp_path_factory):
-    """An FSDD folder with theo (digits 0-1) and nicolas (digits 1-2)."""
-    folder = tmp_path_factory.mktemp("fsdd") / "recordings"
-    folder.mkdir()
-    for source in ("fsdd", "fsdd_nicolas"):
-        for path in (FIXTURES / source / "recordings").glob("*.wav"):
-            shutil.copy(path, folder)
-    return folder.parent
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))

@@ -16,18 +16,7 @@ from omniformer.data.digit_utterances import (
     fsdd_clips,
     split_clips,
 )
-from tests.helpers.paths import FIXTURES, SHARED_DATA, needs_shared_data
-
-
-@pytest.fixture(scope="module")
-def two_speakers(tmp_path_factory):
-    """An FSDD folder with theo (digits 0-1, takes 0, 5, 6) and nicolas (digits 1-2, takes 3, 5-7)."""
-    folder = tmp_path_factory.mktemp("fsdd") / "recordings"
-    folder.mkdir()
-    for source in ("fsdd", "fsdd_nicolas"):
-        for path in (FIXTURES / source / "recordings").glob("*.wav"):
-            shutil.copy(path, folder)
-    return folder.parent
+from tests.helpers.paths import SHARED_DATA, needs_shared_data
 
 
 def datasets(root, **kwargs):
