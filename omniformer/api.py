@@ -4,6 +4,8 @@
     model = omniformer.load("models/digits")          # a model folder (omniformer-export) or a .ckpt
     model.predict(["seven.png"])                      # classifiers: top-k labels with probabilities
     omniformer.load("models/shakespeare").generate("ROMEO:", max_new_tokens=100)
+    omniformer.load("models/transcribe").transcribe(["clip.wav"])   # prefix LMs: text of audio / images
+    omniformer.load("models/read_digits").generate(image="digits.png", prompt="3 ")
     results, run_dir = omniformer.fit(overrides=["model=small", "trainer.max_steps=100"])
 
 Loading a model folder reads only JSON and safetensors (never a pickle) and builds only what the

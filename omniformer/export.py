@@ -33,7 +33,10 @@ from omniformer.model_folder import (
     safetensors_torch,
     write_model_folder,
 )
-from omniformer.model_spec import CLASSIFIER, build_net
+from omniformer.model_spec import CLASSIFIER, PREFIX_LM, build_net
+from omniformer.prefix_files import media_batch
+from omniformer.prefix_inputs import media_prefix
+from omniformer.prefix_sampling import prefix_logits
 from omniformer.trusted_config import parse_allow_targets
 
 FORMATS = ("folder", "onnx", "torch_export")
@@ -126,7 +129,9 @@ def check_folder(
 
     model = load_folder(folder, allow_targets)
     task = task_from_checkpoint(load_checkpoint(ckpt), allow_targets, source=ckpt)
-    if inputs:
+    if inputs and model.kind == PREFIX_LM:
+        batch = media_batch(model.read_media([str(p) for p in inputs]), model.media_reading)
+    elif inputs:
         if model.kind != CLASSIFIER:
             raise ValueError("inputs= are files a classifier reads; a language model is checked on ids")
         batch = model.input_reader().load_inputs([str(p) for p in inputs])
@@ -135,6 +140,8 @@ def check_folder(
         batch = model.example_inputs()
     if model.kind == CLASSIFIER:
         expected = task(*batch)
+    elif model.kind == PREFIX_LM:  # the logits of the first text id after the prefix
+        expected = prefix_logits(task.net, media_prefix(task.net, model.modality, *batch), model.head)
     else:
         expected = task.net(model.modality, model.config["head"], batch[0], causal=True)
     diff = float((model.logits(*batch).float() - expected.float()).abs().max())

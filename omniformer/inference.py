@@ -1,23 +1,47 @@
-"""A trained model ready to use: ``predict`` for classifiers, ``generate`` for language models.
+"""A trained model ready to use: ``predict`` for classifiers, ``generate`` for language models,
+``transcribe`` and ``generate(audio=... | image=...)`` for prefix LMs (any modality in, text out).
 
 :func:`omniformer.load` returns a :class:`Model` for a model folder or a checkpoint; the
 ``omniformer-predict`` and ``omniformer-generate`` commands use the same object, so the command line
-and Python give the same answers.
+and Python give the same answers. A prefix LM reads files as its training data module read media
+(``media.json``, :mod:`omniformer.prefix_files`) and writes characters of its ``vocab.json``, both
+stored with the model, so it needs no dataset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
 
-from omniformer.model_spec import CLASSIFIER, LANGUAGE_MODEL, build_input_reader, check_spec
+from omniformer.model_spec import (
+    CLASSIFIER,
+    LANGUAGE_MODEL,
+    PREFIX_LM,
+    build_input_reader,
+    check_spec,
+)
+from omniformer.prefix_files import MEDIA_FILE, MediaReading, media_batch, read_media_file
 from omniformer.sampling import check_sampling, sample_text
 
 VOCAB_FILE = "vocab.json"
+#: What a language model writes when neither the caller nor the model says (``max_new_tokens``,
+#: ``temperature``); a prefix LM writes at most its longest training text, greedily.
+LM_MAX_NEW_TOKENS, LM_TEMPERATURE = 300, 0.8
+#: Files a prefix LM transcribes per forward pass.
+TRANSCRIBE_BATCH = 32
+#: A prefix LM's input: a file, or media already read (a 1-D waveform at the model's rate, or a
+#: ``C×H×W`` image as its data module gives it).
+MediaInput = Union[str, Path, Tensor]
+KIND_NAMES = {
+    CLASSIFIER: "a classifier",
+    LANGUAGE_MODEL: "a language model",
+    PREFIX_LM: "a prefix LM",
+}
+KIND_USES = {CLASSIFIER: "predict()", LANGUAGE_MODEL: "generate()", PREFIX_LM: "transcribe() or generate()"}
 
 
 class Model:
@@ -26,7 +50,7 @@ class Model:
     Attributes:
         net: the :class:`~omniformer.model.OmniModel`, in eval mode.
         config: the model folder's ``config.json`` body (``kind``, ``model``, ``modality``...).
-        kind: ``classifier`` or ``language_model``.
+        kind: ``classifier``, ``language_model`` or ``prefix_lm``.
         artifacts: file name → text of the data artifacts (``classes.json``, ``vocab.json``...).
         source: the folder or checkpoint it was loaded from.
     """
@@ -46,6 +70,7 @@ class Model:
         self.source = Path(source)
         self.allow_targets = tuple(allow_targets)
         self._vocab = None
+        self._reading: MediaReading | None = None
 
     def __repr__(self) -> str:
         size = sum(p.numel() for p in self.net.parameters())
@@ -77,8 +102,17 @@ class Model:
 
     @torch.no_grad()
     def logits(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """The network's raw output for a batch: class logits (``B×classes``) of a classifier, or
-        next-token logits (``B×N×vocab``, causal) of a language model for ids ``B×N``."""
+        """The network's raw output for a batch: class logits (``B×classes``) of a classifier,
+        next-token logits (``B×N×vocab``, causal) of a language model for ids ``B×N``, or a prefix
+        LM's logits (``B×vocab``) of the first text id after media ``inputs`` (lengths: samples or
+        pixel columns per item)."""
+        if self.kind == PREFIX_LM:
+            from omniformer.prefix_inputs import media_prefix
+            from omniformer.prefix_sampling import prefix_logits
+
+            lengths = None if lengths is None else lengths.to(self.device)
+            prefix = media_prefix(self.net, self.modality, inputs.to(self.device), lengths)
+            return prefix_logits(self.net, prefix, self.head)
         head, extra = self.config["head"], {} if lengths is None else {"lengths": lengths.to(self.device)}
         causal = self.kind == LANGUAGE_MODEL
         return self.net(self.modality, head, inputs.to(self.device), causal=causal, **extra)
@@ -131,21 +165,56 @@ class Model:
 
     def generate(
         self,
-        prompt: str,
-        max_new_tokens: int = 300,
-        temperature: float = 0.8,
+        prompt: str = "",
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
         top_k: int | None = 200,
         seed: int = 1337,
         num_samples: int = 1,
         context_len: int | None = None,
+        *,
+        audio: MediaInput | None = None,
+        image: MediaInput | None = None,
     ) -> list[str]:
-        """``num_samples`` continuations of ``prompt`` (each the prompt and its new text); sample ``i``
-        is drawn with seed ``seed + i``, as ``omniformer-generate`` does.
+        """``num_samples`` texts, each ``prompt`` and its new text; sample ``i`` is drawn with seed
+        ``seed + i``, as ``omniformer-generate`` does.
 
-        ``temperature=0`` is greedy; ``top_k`` 0 or ``None`` keeps the full distribution;
-        ``context_len`` caps the tokens the model sees (default: the training block size).
+        A language model continues ``prompt``. A prefix LM reads ``audio`` or ``image`` (a file, read
+        as its training data read media, or a tensor already read) and writes its text after it,
+        starting with ``prompt`` (characters of its vocabulary; often empty); it stops at end of text.
+
+        ``temperature=0`` is greedy (``None``: 0.8 for a language model, greedy for a prefix LM);
+        ``top_k`` 0 or ``None`` keeps the full distribution; ``max_new_tokens`` ``None`` is 300 for
+        a language model and the longest training text for a prefix LM; ``context_len`` caps the
+        tokens a language model sees (default: the training block size).
+
+        Raises:
+            ValueError: an invalid sampling setting (naming it); ``audio``/``image`` given to a model
+                without that tokenizer, both at once, or neither to a prefix LM; a prompt character
+                outside the vocabulary; a prefix longer than ``model.max_seq_len``.
+            FileNotFoundError: an input file that does not exist (naming it).
         """
+        media = self._media_argument(audio, image)
+        if media is not None or self.kind == PREFIX_LM:
+            if context_len is not None:
+                raise ValueError(
+                    f"context_len={context_len}: a prefix LM sees its whole prefix and text (up to "
+                    "model.max_seq_len); leave context_len unset"
+                )
+            temperature = 0.0 if temperature is None else temperature
+            check_generation(temperature, top_k, max_new_tokens or 1, num_samples, None)
+            if media is None:
+                raise ValueError(
+                    f"{self.source} is a prefix LM that writes the text of {self.modality}: give "
+                    f"{self.modality}=<file> (and, optionally, prompt= to start its text)"
+                )
+            return [
+                prompt + self._write_after([media], prompt, max_new_tokens, temperature, top_k, seed + i)[0]
+                for i in range(num_samples)
+            ]
         self._require(LANGUAGE_MODEL, "generate")
+        max_new_tokens = LM_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+        temperature = LM_TEMPERATURE if temperature is None else temperature
         check_generation(temperature, top_k, max_new_tokens, num_samples, context_len)
         window = context_len or self.config.get("context_len")
         vocab = self.vocab
@@ -166,9 +235,164 @@ class Model:
             for i in range(num_samples)
         ]
 
+    @torch.no_grad()
+    def transcribe(
+        self, inputs: MediaInput | Sequence[MediaInput], max_new_tokens: int | None = None
+    ) -> list[str]:
+        """A prefix LM's text for each input, greedily, as validation transcribed: files (read as the
+        training data read media) or tensors already read, batched (:data:`TRANSCRIBE_BATCH` at a
+        time) with padding masked, so each text is the one the input gives alone.
+
+        ``max_new_tokens`` caps the ids written (default: the longest training text, end included).
+
+        Raises:
+            FileNotFoundError: an input file that does not exist (naming it).
+            ValueError: an unreadable file or a prefix longer than ``model.max_seq_len`` (naming
+                the input), or a model that is not a prefix LM.
+        """
+        self._require(PREFIX_LM, "transcribe")
+        if isinstance(inputs, (str, Path, Tensor)):
+            inputs = [inputs]
+        if not inputs:
+            raise ValueError("inputs is empty; give files, e.g. inputs='[a.wav, b.wav]'")
+        texts: list[str] = []
+        for start in range(0, len(inputs), TRANSCRIBE_BATCH):
+            chunk = list(inputs[start : start + TRANSCRIBE_BATCH])
+            texts += self._write_after(chunk, "", max_new_tokens, 0.0, None, 0)
+        return texts
+
+    @property
+    def media_reading(self) -> MediaReading:
+        """How a prefix LM reads input files (``media.json``; for a checkpoint older than that file,
+        the rate, channels and height its tokenizer was built for)."""
+        self._require(PREFIX_LM, "media_reading")
+        if self._reading is None:
+            if MEDIA_FILE in self.artifacts:
+                self._reading = MediaReading.from_json(self.artifacts[MEDIA_FILE], self.source)
+            elif self.modality not in ("audio", "image"):
+                raise ValueError(
+                    f"{self.source} reads {self.modality} prefixes and stores no {MEDIA_FILE}: only audio "
+                    "and image files can be read for it"
+                )
+            else:
+                tokenizer = self.config["model"]["tokenizers"][self.modality]
+                self._reading = MediaReading.from_tokenizer(self.modality, tokenizer)
+        return self._reading
+
+    def read_media(self, inputs: Sequence[MediaInput]) -> list[Tensor]:
+        """Each input as the model reads it: files through :attr:`media_reading`, tensors as given."""
+        reading = self.media_reading
+        return [x if isinstance(x, Tensor) else read_media_file(x, reading) for x in inputs]
+
+    def _media_argument(self, audio: MediaInput | None, image: MediaInput | None) -> MediaInput | None:
+        """The one media input of ``generate``; an error naming the argument the model cannot read."""
+        if audio is not None and image is not None:
+            raise ValueError("give audio= or image=, not both: a prefix LM reads one prefix")
+        given = "audio" if audio is not None else "image" if image is not None else None
+        if given is None:
+            return None
+        tokenizers = sorted(self.net.tokenizers)
+        if self.kind != PREFIX_LM:
+            what = "a language model of text" if self.kind == LANGUAGE_MODEL else KIND_NAMES[self.kind]
+            raise ValueError(
+                f"{given}= was given, but {self.source} is {what} (tokenizers: {', '.join(tokenizers)}), "
+                f"with no {given} tokenizer: only a prefix LM (task=prefix_lm) writes text after {given}"
+            )
+        if given != self.modality:
+            raise ValueError(
+                f"{given}= was given, but {self.source} reads {self.modality} prefixes and has no {given} "
+                f"tokenizer (tokenizers: {', '.join(tokenizers)}); give {self.modality}=<file>"
+            )
+        return audio if audio is not None else image
+
+    def _prompt_ids(self, prompt: str) -> Tensor:
+        """``prompt`` as ids of the model's vocabulary; one error naming a character it lacks."""
+        from omniformer.tokenizers.vocab import UnknownCharacterError
+
+        try:
+            return torch.from_numpy(self.vocab.encode(prompt)).long()
+        except UnknownCharacterError as err:
+            known = "".join(self.vocab.decode(range(self.vocab.size)))
+            raise ValueError(
+                f"prompt character {err.char!r} (at {err.index} of {prompt!r}) is not in the vocabulary "
+                f"of {self.source}, which has only {known!r}"
+            ) from None
+
+    def _prefix_length(self, item: Tensor, name: str) -> int:
+        """Tokens of ``item``'s prefix, markers included; an error naming ``name`` above
+        ``model.max_seq_len``."""
+        tokenizer = self.net.tokenizers[self.modality]
+        if self.modality == "audio" and hasattr(tokenizer, "num_tokens"):
+            tokens = tokenizer.num_tokens(int(item.shape[-1]))
+        elif self.modality == "image" and hasattr(tokenizer, "grid_for"):
+            multiple = self.media_reading.patch_size
+            width = -(-int(item.shape[-1]) // multiple) * multiple
+            rows, cols = tokenizer.grid_for(int(item.shape[-2]), width)
+            tokens = rows * cols + int(bool(getattr(tokenizer, "has_cls", False)))
+        else:
+            return 0  # a plug-in tokenizer: generation checks the composed prefix
+        tokens += 2 if self.net.markers is not None and self.net.markers.marks(self.modality) else 0
+        limit = self.net.backbone.max_seq_len
+        if tokens > limit:
+            raise ValueError(
+                f"{name}: its {self.modality} prefix is {tokens} tokens, more than model.max_seq_len="
+                f"{limit} that {self.source} was built for; give a shorter "
+                f"{'clip' if self.modality == 'audio' else 'image'}"
+            )
+        return tokens
+
+    @torch.no_grad()
+    def _write_after(
+        self,
+        inputs: Sequence[MediaInput],
+        prompt: str,
+        max_new_tokens: int | None,
+        temperature: float,
+        top_k: int | None,
+        seed: int,
+    ) -> list[str]:
+        """One batch of a prefix LM: per input, the text written after its prefix and ``prompt``
+        (without the prompt), up to end of text."""
+        from omniformer.prefix_inputs import media_prefix
+        from omniformer.prefix_sampling import generate_after_prefix
+
+        self._require(PREFIX_LM, "generating after a prefix")
+        prompt_ids = self._prompt_ids(prompt)
+        items = self.read_media(inputs)
+        for index, (source, item) in enumerate(zip(inputs, items)):
+            self._prefix_length(item, str(source) if not isinstance(source, Tensor) else f"input {index}")
+        media, lengths = media_batch(items, self.media_reading)
+        media, lengths = media.to(self.device), lengths.to(self.device)
+        prefix = media_prefix(self.net, self.modality, media, lengths)
+        if max_new_tokens is None:  # the longest training text, as far as the sequence has room
+            room = self.net.backbone.max_seq_len - prefix.x.shape[1] - len(prompt_ids) + 1
+            max_new_tokens = max(1, min(int(self.config.get("max_new_tokens") or room), room))
+        eos = int(self.config["eos_id"])
+        generator = None
+        if temperature > 0:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        out = generate_after_prefix(
+            self.net,
+            prefix,
+            prompt_ids.to(self.device)[None].expand(len(items), -1),
+            max_new_tokens,
+            markers=self.net.markers,
+            temperature=temperature,
+            top_k=top_k or None,
+            text_modality=self.config.get("text_modality", "text"),
+            head=self.head,
+            stop_id=eos,
+            generator=generator,
+        )
+        texts = []
+        for ids in out[:, len(prompt_ids) :].tolist():
+            ids = ids[: ids.index(eos)] if eos in ids else ids
+            texts.append(self.vocab.decode(i for i in ids if i < self.vocab.size))
+        return texts
+
     @property
     def vocab(self):
-        """A language model's vocabulary (from ``vocab.json``)."""
+        """A language model's or prefix LM's vocabulary (from ``vocab.json``)."""
         if self._vocab is None:
             from omniformer.tokenizers.vocab import vocab_from_json
 
@@ -211,9 +435,7 @@ class Model:
     def _require(self, kind: str, what: str) -> None:
         if self.kind == kind:
             return
-        use = "predict()" if self.kind == CLASSIFIER else "generate()"
-        article = "a classifier" if self.kind == CLASSIFIER else "a language model"
-        wanted = "a classifier" if kind == CLASSIFIER else "a language model"
+        use, article, wanted = KIND_USES[self.kind], KIND_NAMES[self.kind], KIND_NAMES[kind]
         raise ValueError(
             f"{self.source} was trained as {self.config.get('task', self.kind)}, {article}, not "
             f"{wanted}: {what} needs {wanted}; use {use}"

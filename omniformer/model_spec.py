@@ -2,7 +2,7 @@
 
 The body of ``config.json`` (besides the format fields :mod:`omniformer.model_folder` adds)::
 
-    kind: classifier | language_model
+    kind: classifier | language_model | prefix_lm
     model: {_target_: omniformer.model.OmniModel, tokenizers: ..., backbone: ..., heads: ...}
     modality: image            # the tokenizer inputs go to
     head: classifier           # the head that scores them
@@ -10,6 +10,12 @@ The body of ``config.json`` (besides the format fields :mod:`omniformer.model_fo
     inputs: {_target_: ...}    # classifier: the data module's config, which reads files for predict
                                # exactly as evaluation does (paths, downloads and caches left out)
     context_len: 256           # language model: the most tokens it sees (the training block size)
+    text_modality: text        # prefix LM: the tokenizer of the text written after the prefix
+    eos_id: 11                 # prefix LM: the end-of-text id generation stops at
+    max_new_tokens: 16         # prefix LM: the longest training text, end of text included
+
+A prefix LM's ``modality`` is its prefix's (``audio`` or ``image``); how it reads files is the
+``media.json`` artifact (:mod:`omniformer.prefix_files`), its characters ``vocab.json``.
 
 No optimizer, trainer or training-data state. Building from it follows the same allow-list as a
 checkpoint's stored config (:mod:`omniformer.trusted_config`): only omniformer's own classes, the
@@ -32,10 +38,21 @@ from omniformer.trusted_config import (
 
 CLASSIFIER = "classifier"
 LANGUAGE_MODEL = "language_model"
-KINDS = (CLASSIFIER, LANGUAGE_MODEL)
+PREFIX_LM = "prefix_lm"
+KINDS = (CLASSIFIER, LANGUAGE_MODEL, PREFIX_LM)
 
 #: Task classes (the last part of a task's ``_target_``) a model folder serves, and as what.
-TASK_KINDS = {"ClassificationTask": CLASSIFIER, "LanguageModelingTask": LANGUAGE_MODEL}
+TASK_KINDS = {
+    "ClassificationTask": CLASSIFIER,
+    "LanguageModelingTask": LANGUAGE_MODEL,
+    "PrefixLMTask": PREFIX_LM,
+}
+#: Keys each kind's config.json must hold.
+NEEDS = {
+    CLASSIFIER: ("model", "modality", "head", "classes"),
+    LANGUAGE_MODEL: ("model", "modality", "head"),
+    PREFIX_LM: ("model", "modality", "head", "text_modality", "eos_id"),
+}
 
 #: Data-module arguments that name where training data lives: left empty in a model folder, and
 #: filled with the folder itself when the module is built to read inputs (reading never looks there).
@@ -56,7 +73,7 @@ def spec_from_parts(task: Mapping[str, Any], data: Mapping[str, Any] | None, sou
     if kind is None:
         raise ValueError(
             f"{source} was trained as {target.rsplit('.', 1)[-1] or 'an unknown task'}; model folders "
-            f"and omniformer.load serve {' and '.join(TASK_KINDS)} models"
+            f"and omniformer.load serve {', '.join(TASK_KINDS)} models"
         )
     spec: dict[str, Any] = {
         "kind": kind,
@@ -69,6 +86,10 @@ def spec_from_parts(task: Mapping[str, Any], data: Mapping[str, Any] | None, sou
         classes = task.get("class_names")
         spec["classes"] = list(classes) if classes else [str(i) for i in range(int(task["num_classes"]))]
         spec["inputs"] = input_config(data) if data else None
+    elif kind == PREFIX_LM:
+        spec["text_modality"] = task.get("text_modality", "text")
+        spec["eos_id"] = int(task["eos_id"])
+        spec["max_new_tokens"] = int(task["max_new_tokens"])
     else:
         spec["context_len"] = task.get("context_len") or (data or {}).get("block_size")
     return spec
@@ -101,8 +122,7 @@ def check_spec(
     kind = spec.get("kind")
     if kind not in KINDS:
         raise ValueError(f"{where}: kind={kind!r}; a model folder's kind is one of {', '.join(KINDS)}")
-    needs = ["model", "modality", "head"] + (["classes"] if kind == CLASSIFIER else [])
-    for key in needs:
+    for key in NEEDS[kind]:
         if spec.get(key) is None:
             raise ValueError(f"{where}: config.json has no {key!r}, which a {kind} needs")
     if not isinstance(spec["model"], Mapping):

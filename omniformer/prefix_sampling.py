@@ -98,3 +98,9 @@ def generate_after_prefix(
         logits = net.heads[head](backbone(new, causal=True, cache=cache), new)[:, -1]
     net.train(was_training)
     return out
+
+
+@torch.no_grad()
+def prefix_logits(net: OmniModel, prefix: Tokens, head: str = "lm") -> Tensor:
+    """The ``B×vocab`` logits of the first text id after ``prefix`` (what generation samples first)."""
+    return net.heads[head](net.backbone(prefix, causal=True), prefix)[:, -1]

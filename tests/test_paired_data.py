@@ -15,6 +15,7 @@ from omniformer.data.manifest import read_manifest
 from omniformer.data.paired import VOCAB_FILE, PairedDataModule
 from omniformer.data.paired_batch import PairedBatch
 from omniformer.data.paired_manifest import PairedManifestDataModule
+from omniformer.prefix_files import MEDIA_FILE
 from omniformer.resume import ResumableLoader
 from tests.helpers.paths import FIXTURES
 
@@ -149,7 +150,7 @@ def test_audio_batches_pad_clips_and_end_texts(tmp_path):
 
     restored = PairedManifestDataModule(train=str(train), val=str(val), test=str(test), sample_rate=8000)
     restored.use_artifacts(data.artifacts())
-    assert set(data.artifacts()) == {VOCAB_FILE}
+    assert set(data.artifacts()) == {VOCAB_FILE, MEDIA_FILE}  # the characters; how clips are read
     restored.setup("validate")
     assert restored.vocab.chars == data.vocab.chars
 

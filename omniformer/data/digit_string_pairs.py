@@ -11,13 +11,15 @@ widths, the checkpoint's vocabulary and exact resume are
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from torch.utils.data import Dataset
 
-from omniformer.data.digit_strings import MNISTDigitStrings, TextForm
+from omniformer.data.digit_strings import MNIST_MEAN, MNIST_STD, MNISTDigitStrings, TextForm
 from omniformer.data.digit_vocab import digit_vocab
 from omniformer.data.image import default_data_root
 from omniformer.data.paired import PairedDataModule
+from omniformer.prefix_files import MediaReading
 
 
 class DigitStringsDataModule(PairedDataModule):
@@ -88,6 +90,13 @@ class DigitStringsDataModule(PairedDataModule):
             "val_size": val_images,
             "split_seed": split_seed,
         }
+
+    def media_reading(self) -> MediaReading:
+        """The paired reading, plus MNIST's mean and std when the strings are normalised."""
+        reading = super().media_reading()
+        if self.options["normalize"]:
+            reading = replace(reading, mean=MNIST_MEAN, std=MNIST_STD)
+        return reading
 
     def make_splits(self) -> dict[str, Dataset]:
         """The three :class:`MNISTDigitStrings` splits."""

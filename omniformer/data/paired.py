@@ -10,7 +10,8 @@ the pairs come from, by overriding :meth:`PairedDataModule.make_splits`::
             return {"train": ..., "val": ..., "test": ...}  # datasets of (media_tensor, text)
 
 Everything else is here: the character vocabulary (every character of every split, plus an
-end-of-text id one past them, carried in checkpoints as ``vocab.json``), the batch format
+end-of-text id one past them, carried in checkpoints as ``vocab.json``), how media are read (carried
+as ``media.json``, :mod:`omniformer.prefix_files`), the batch format
 (:class:`~omniformer.data.paired_batch.PairedBatch`) and the loaders, the training one resumable
 mid-epoch (:func:`omniformer.resume.training_loader`).
 """
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from omniformer.data.paired_batch import PairCollate
 from omniformer.data.split_loaders import SplitLoaders
+from omniformer.prefix_files import MEDIA_FILE, MediaReading
 from omniformer.tokenizers.vocab import CharVocab, Vocabulary, vocab_from_json
 
 VOCAB_FILE = "vocab.json"
@@ -170,9 +172,23 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
             )
         return spec
 
+    def media_reading(self) -> MediaReading:
+        """How this module reads media, for reading a user's files the same way at generation time:
+        the audio rate, or the image channels, height (known after ``setup``) and patch width."""
+        if self.modality == "audio":
+            return MediaReading("audio", sample_rate=self.sample_rate)
+        return MediaReading(
+            "image", channels=self.in_channels, height=self.image_height, patch_size=self.patch_size
+        )
+
     def artifacts(self) -> dict[str, str]:
-        """``vocab.json``: the character vocabulary (the end-of-text id is its size)."""
-        return {VOCAB_FILE: self._vocab().to_json()}
+        """``vocab.json``: the character vocabulary (the end-of-text id is its size); ``media.json``:
+        how media are read (:meth:`media_reading`; for images once ``setup`` knows their height), so
+        that generation from the checkpoint reads files as training did, without the dataset."""
+        out = {VOCAB_FILE: self._vocab().to_json()}
+        if self.modality == "audio" or (self.modality == "image" and self.image_height is not None):
+            out[MEDIA_FILE] = self.media_reading().to_json()
+        return out
 
     def use_artifacts(self, artifacts: Mapping[str, str]) -> None:
         """Take back the vocabulary a checkpoint was trained with (before ``setup``)."""
