@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf import MISSING, open_dict
+from omegaconf import MISSING, OmegaConf, open_dict
 
 from omniformer.backbone import Backbone
 from omniformer.config import DATA_SCHEMA_NAMES, TRAIN_KEYS, ConfigError, check_train_config
@@ -196,42 +196,81 @@ def test_every_problem_is_listed_in_one_error():
     assert len(caught.value.problems) >= 3  # and whatever interpolates them (task.context_len...)
 
 
-MATCHING_TASK = {
-    "mnist": "image_classification",
-    "fashion_mnist": "image_classification",
-    "cifar10": "image_classification",
-    "cifar100": "image_classification",
-    "image_folder": "image_classification",
-    "shakespeare": "language_modeling",
-    "textfile": "language_modeling",
-    "spoken_digits": "audio_classification",
-    "speech_commands": "audio_classification",
-    "audio_folder": "audio_classification",
+# What each option needs beside it to make a valid run: its matching task or data, and the keys a user
+# must set (``???`` in its file).
+DATA_TASK = {
+    "mnist": ["task=image_classification"],
+    "fashion_mnist": ["task=image_classification"],
+    "cifar10": ["task=image_classification"],
+    "cifar100": ["task=image_classification"],
+    "image_folder": ["task=image_classification", "data.root=/x"],
+    "shakespeare": ["task=language_modeling"],
+    "textfile": ["task=language_modeling", "data.path=/x"],
+    "spoken_digits": ["task=audio_classification", "data.root=/x"],
+    "speech_commands": ["task=audio_classification"],
+    "audio_folder": ["task=audio_classification", "data.root=/x"],
+    "movie_reviews": ["task=text_classification"],
+    "text_csv": ["task=text_classification", "data.path=/x"],
+    "digit_strings": ["task=prefix_lm", "prefix=image"],
+    "spoken_digit_utterances": ["task=prefix_lm", "prefix=audio", "data.root=/x"],
+    "paired": ["task=prefix_lm", "prefix=image"],
+    "multitask": ["task=multitask"],
 }
+TASK_DATA = {
+    "image_classification": ["data=mnist"],
+    "audio_classification": ["data=spoken_digits", "data.root=/x"],
+    "text_classification": ["data=movie_reviews"],
+    "prefix_lm": ["data=digit_strings", "prefix=image"],
+}
+PREFIX_DATA = {"image": ["data=digit_strings"], "audio": ["data=spoken_digit_utterances", "data.root=/x"]}
+NEEDS_ROOT = {"spoken_digits", "transcribe_digits"}  # experiments whose data.root is required
+TRAIN_GROUPS = [
+    "task",
+    "data",
+    "prefix",
+    "model",
+    "optim",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: its YAML files, less the partials (``_name.yaml``)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def shipped_combinations() -> list[list[str]]:
-    """Every data option with its task, and every option of the other groups with the defaults."""
-    required = {
-        "image_folder": ["data.root=/x"],
-        "spoken_digits": ["data.root=/x"],
-        "audio_folder": ["data.root=/x"],
-        "textfile": ["data.path=/x"],
-        "text_csv": ["data.path=/x"],
-    }
-    combos = [
-        [f"task={task}", f"data={data}", *required.get(data, [])] for data, task in MATCHING_TASK.items()
-    ]
-    needs_root = {"spoken_digits", "transcribe_digits"}  # experiments whose data.root is required
-    for group in ("experiment", "debug", "callbacks", "logger", "trainer", "model", "optim"):
-        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")):
-            combos.append([f"{group}={option}", *(["data.root=/x"] if option in needs_root else [])])
+    """Every option of every group omniformer-train composes, each with what it needs beside it."""
+    combos = []
+    for group in TRAIN_GROUPS:
+        for option in group_options(group):
+            needs = {
+                "data": DATA_TASK.get(option, []),
+                "task": TASK_DATA.get(option, []),
+                "prefix": ["task=prefix_lm", *PREFIX_DATA.get(option, [])],
+                "experiment": ["data.root=/x"] if option in NEEDS_ROOT else [],
+            }.get(group, [])
+            combos.append([f"{group}={option}", *needs])
     return combos
 
 
+def test_every_option_of_every_group_is_listed():
+    """A new config group omniformer-train composes must join TRAIN_GROUPS (so its options are checked)."""
+    groups = {p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    assert groups - set(TRAIN_GROUPS) <= {"tasks"}  # multitask members: tests/test_multitask.py
+
+
 @pytest.mark.parametrize("overrides", shipped_combinations(), ids=lambda o: " ".join(o))
-def test_the_shipped_configs_pass(overrides):
-    check_train_config(compose_train(overrides))
+def test_every_shipped_option_composes_and_passes_the_checks(overrides):
+    cfg = compose_train(overrides)
+    check_train_config(cfg)
+    # Everything but run-time values (data_spec, Hydra's run dir) must resolve.
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert container["task"] and container["data"] and container["model"]
 
 
 def test_the_top_level_keys_are_those_train_yaml_composes():

@@ -21,6 +21,7 @@ from omniformer.prefix_files import MEDIA_FILE, MediaReading, media_batch, read_
 from omniformer.train import run
 from tests.helpers.overrides import ON_CPU, TINY_MODEL
 from tests.helpers.paths import FIXTURES
+from tests.helpers.runs import run_main
 
 CLIPS = sorted((FIXTURES / "fsdd" / "recordings").glob("*.wav"))  # theo: 0 and 1, 8 kHz, lengths differ
 DIGITS = sorted((FIXTURES / "mnist" / "png").glob("*.png"))  # a 7 and a 2, 28×28
@@ -109,11 +110,11 @@ def test_generate_writes_the_text_of_a_clip_or_an_image(kind, audio_ckpt, image_
     assert expected == model.transcribe([media]) == model.transcribe(media)  # greedy by default
 
 
-def test_generate_starts_the_text_with_the_prompt_and_honours_the_sampling_settings(audio_ckpt, entry_point):
+def test_generate_starts_the_text_with_the_prompt_and_honours_the_sampling_settings(audio_ckpt):
     args = ["omniformer.generate", f"ckpt={audio_ckpt}", f"audio={CLIPS[1]}", "device=cpu", "prompt='one '"]
-    greedy = entry_point(*args, "temperature=0", "max_new_tokens=3").stdout.splitlines()
+    greedy = run_main(*args, "temperature=0", "max_new_tokens=3").stdout.splitlines()
     assert len(greedy) == 1 and greedy[0].startswith("one ") and len(greedy[0]) <= len("one ") + 3
-    sampled = entry_point(*args, "temperature=2.0", "top_k=0", "num_samples=2", "seed=5").stdout
+    sampled = run_main(*args, "temperature=2.0", "top_k=0", "num_samples=2", "seed=5").stdout
     assert sampled.count("--- sample") == 2
     model = omniformer.load(audio_ckpt)
     again = model.generate("one ", temperature=2.0, top_k=0, num_samples=2, seed=5, audio=CLIPS[1])
@@ -151,49 +152,47 @@ def test_a_model_folder_generates_what_its_checkpoint_does(audio_ckpt, tmp_path)
 
 
 # -- bad input: one error naming the culprit -------------------------------------------------------------
-def bad(entry_point, *args: str) -> str:
-    proc = entry_point(*args, check=False)
+# In process only: the same main() a user's command runs, without a Python start-up per refusal (the
+# subprocess path of both commands is exercised above).
+def bad(*args: str) -> str:
+    proc = run_main(*args, check=False)
     assert proc.returncode != 0
     return proc.stdout + proc.stderr
 
 
-def test_media_a_model_cannot_read_is_named(audio_ckpt, image_ckpt, tiny_lm_checkpoint, strips, entry_point):
-    out = bad(entry_point, "omniformer.generate", f"ckpt={audio_ckpt}", f"image={strips[0]}")
+def test_media_a_model_cannot_read_is_named(audio_ckpt, image_ckpt, tiny_lm_checkpoint, strips):
+    out = bad("omniformer.generate", f"ckpt={audio_ckpt}", f"image={strips[0]}")
     assert "image= was given" in out and "reads audio prefixes and has no image tokenizer" in out
-    out = bad(entry_point, "omniformer.generate", f"ckpt={image_ckpt}", f"audio={CLIPS[0]}")
+    out = bad("omniformer.generate", f"ckpt={image_ckpt}", f"audio={CLIPS[0]}")
     assert "audio= was given" in out and "has no audio tokenizer" in out
-    out = bad(
-        entry_point, "omniformer.generate", f"ckpt={tiny_lm_checkpoint}", f"audio={CLIPS[0]}", "device=cpu"
-    )
+    out = bad("omniformer.generate", f"ckpt={tiny_lm_checkpoint}", f"audio={CLIPS[0]}", "device=cpu")
     assert "a language model of text" in out and "with no audio tokenizer" in out
-    out = bad(
-        entry_point, "omniformer.generate", f"ckpt={audio_ckpt}", f"audio={CLIPS[0]}", f"image={strips[0]}"
-    )
+    out = bad("omniformer.generate", f"ckpt={audio_ckpt}", f"audio={CLIPS[0]}", f"image={strips[0]}")
     assert "give audio= or image=, not both" in out
-    out = bad(entry_point, "omniformer.generate", f"ckpt={audio_ckpt}")
+    out = bad("omniformer.generate", f"ckpt={audio_ckpt}")
     assert "give audio=<file>" in out
 
 
-def test_a_prompt_character_outside_the_vocabulary_is_named(image_ckpt, strips, entry_point):
-    out = bad(entry_point, "omniformer.generate", f"ckpt={image_ckpt}", f"image={strips[0]}", "prompt=3x")
+def test_a_prompt_character_outside_the_vocabulary_is_named(image_ckpt, strips):
+    out = bad("omniformer.generate", f"ckpt={image_ckpt}", f"image={strips[0]}", "prompt=3x")
     assert "prompt character 'x'" in out and "is not in the vocabulary" in out
 
 
-def test_a_prefix_longer_than_the_model_is_named(audio_ckpt, image_ckpt, strips, tmp_path, entry_point):
+def test_a_prefix_longer_than_the_model_is_named(audio_ckpt, image_ckpt, strips, tmp_path):
     wide = tmp_path / "wide.png"  # 20 digits: 16 patches each, 320 tokens
     Image.fromarray(np.tile(np.asarray(Image.open(DIGITS[0])), (1, 20))).save(wide)
-    out = bad(entry_point, "omniformer.generate", f"ckpt={image_ckpt}", f"image={wide}")
+    out = bad("omniformer.generate", f"ckpt={image_ckpt}", f"image={wide}")
     assert f"{wide}: its image prefix is 322 tokens, more than model.max_seq_len=128" in out
     long = tmp_path / "long.wav"  # 10 s at 8 kHz: 1001 frames, 4 a token
     sf.write(long, 0.1 * np.random.default_rng(0).standard_normal(80000).astype(np.float32), 8000)
-    out = bad(entry_point, "omniformer.predict", f"ckpt={audio_ckpt}", f"inputs=[{CLIPS[0]},{long}]")
+    out = bad("omniformer.predict", f"ckpt={audio_ckpt}", f"inputs=[{CLIPS[0]},{long}]")
     assert f"{long}: its audio prefix is 253 tokens, more than model.max_seq_len=128" in out
 
 
-def test_a_missing_or_unreadable_file_is_named(audio_ckpt, image_ckpt, tmp_path, entry_point):
-    out = bad(entry_point, "omniformer.generate", f"ckpt={audio_ckpt}", f"audio={tmp_path / 'nope.wav'}")
+def test_a_missing_or_unreadable_file_is_named(audio_ckpt, image_ckpt, tmp_path):
+    out = bad("omniformer.generate", f"ckpt={audio_ckpt}", f"audio={tmp_path / 'nope.wav'}")
     assert f"audio file {tmp_path / 'nope.wav'} does not exist" in out
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    out = bad(entry_point, "omniformer.predict", f"ckpt={image_ckpt}", f"inputs=[{broken}]")
+    out = bad("omniformer.predict", f"ckpt={image_ckpt}", f"inputs=[{broken}]")
     assert f"cannot read image file {broken}" in out
