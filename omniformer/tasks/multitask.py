@@ -7,8 +7,11 @@ modality and one head per member; every member runs through the same
 :class:`~omniformer.data.multitask.MultiTaskDataModule` as ``{member: batch}`` dicts (one member per
 step with sampled mixing, every member with ``data.sampling=all``); a step's loss is the weighted sum
 ``Σ loss_weight_i · loss_i`` over the members present. Validation runs every member and logs
-``<member>/val_loss`` plus the member's own metrics (``<member>/val_acc``, ``<member>/val_ppl``),
-and ``val_loss`` = the same weighted sum of the members' validation losses. How the members share the
+``<member>/val_loss`` plus the member's own metrics (``<member>/val_acc``, ``<member>/val_ppl``; a
+prefix-LM member, :class:`~omniformer.tasks.objectives.PrefixLMLoss` with generation settings, also
+writes every item's text and logs ``<member>/val_exact``, ``val_cer``, ``val_wer`` as
+:class:`~omniformer.tasks.prefix_lm.PrefixLMTask` does), and ``val_loss`` = the same weighted sum of
+the members' validation losses. How the members share the
 optimizer (``balance``) is :mod:`omniformer.tasks.balancing`'s business.
 
 Multi-task learning across modalities on one network: Kaiser et al. 2017 ("One Model To Learn
@@ -31,6 +34,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from omniformer.model import OmniModel
+from omniformer.sequence import SegmentMarkers
 from omniformer.tasks.balancing import (
     BALANCE,
     MIXED,
@@ -43,7 +47,12 @@ from omniformer.tasks.balancing import (
 from omniformer.tasks.base import OmniTask
 
 # ClassificationLoss and LanguageModelingLoss are also named here by configs stored in older checkpoints.
-from omniformer.tasks.objectives import ClassificationLoss, LanguageModelingLoss, Objective  # noqa: F401
+from omniformer.tasks.objectives import (  # noqa: F401
+    ClassificationLoss,
+    LanguageModelingLoss,
+    Objective,
+    PrefixLMLoss,
+)
 from omniformer.tasks.optim import OptimSettings
 
 
@@ -86,7 +95,41 @@ def _member(name: str, node: Any, net: OmniModel) -> Member:
     loss = node["loss"]
     if not isinstance(loss, Objective):
         raise TypeError(f"{key}.loss is a {type(loss).__name__}, not an Objective")
+    if isinstance(loss, PrefixLMLoss):
+        _check_prefix_member(key, modality, loss, net)
     return Member(modality, loss, weight)
+
+
+def _check_prefix_member(key: str, modality: str, loss: PrefixLMLoss, net: OmniModel) -> None:
+    """A prefix-LM member needs its text tokenizer and sequence markers around its prefix."""
+    if loss.text_modality not in net.tokenizers:
+        raise ValueError(
+            f"{key}.loss.text_modality={loss.text_modality!r}: no such tokenizer "
+            f"(task.net.tokenizers: {', '.join(sorted(net.tokenizers))})"
+        )
+    markers = net.markers
+    if markers is None or not markers.marks(modality) or loss.text_modality not in markers.names:
+        raise ValueError(
+            f"{key}: a prefix-LM member needs task.net.markers to mark {modality!r} and know "
+            f"{loss.text_modality!r} (see conf/tasks/read_digits.yaml)"
+        )
+
+
+class MemberMarkers(SegmentMarkers):
+    """The sequence markers of a multi-task model's prefix-LM members, from ``member → modality`` maps
+    that each member's config file adds to (Hydra merges maps, not lists): begin/end vectors for every
+    prefix modality (``prefixes``), ids for every text modality (``texts``), each once, in member
+    order. Its parameters are :class:`SegmentMarkers`' (``begin.image``, ``end.audio``...).
+
+    Args:
+        dim: width of the backbone's residual stream.
+        prefixes: member → the modality of its prefix (``read_digits: image``).
+        texts: member → the modality of its text (``read_digits: read_digits_text``).
+    """
+
+    def __init__(self, *, dim: int, prefixes: Mapping[str, str], texts: Mapping[str, str]) -> None:
+        modalities, unmarked = list(dict.fromkeys(prefixes.values())), list(dict.fromkeys(texts.values()))
+        super().__init__(dim=dim, modalities=modalities, unmarked=unmarked)
 
 
 class MultiTaskTask(OmniTask):
@@ -132,12 +175,8 @@ class MultiTaskTask(OmniTask):
             raise ValueError("every task.members.*.loss_weight is 0: nothing would train")
         super().__init__(net, optim)
         self.members = specs
-        self.val_metrics = nn.ModuleDict(
-            {n: MetricCollection(m.loss.metrics(self.net.heads[n])) for n, m in specs.items()}
-        )
-        self.test_metrics = nn.ModuleDict(
-            {n: MetricCollection(m.loss.metrics(self.net.heads[n])) for n, m in specs.items()}
-        )
+        self.val_metrics = nn.ModuleDict({n: self._metrics(n) for n in specs})
+        self.test_metrics = nn.ModuleDict({n: self._metrics(n) for n in specs})
         self.val_losses = nn.ModuleDict({n: MeanMetric() for n in specs})
         self.test_losses = nn.ModuleDict({n: MeanMetric() for n in specs})
         self._names: dict[str, list[str]] = {}
@@ -149,6 +188,10 @@ class MultiTaskTask(OmniTask):
             self.register_buffer("balance_norm_sum", torch.zeros(len(specs)))
             self.register_buffer("balance_weight_sum", torch.zeros(len(specs)))
         self._index = {name: i for i, name in enumerate(specs)}
+
+    def _metrics(self, name: str) -> MetricCollection:
+        # No compute groups: metrics whose states merely start out alike (CER, WER) would share them.
+        return MetricCollection(self.members[name].loss.metrics(self.net.heads[name]), compute_groups=False)
 
     # -- checks ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -171,6 +214,8 @@ class MultiTaskTask(OmniTask):
                 "data.sampling=all trains every member every step; use proportional, uniform or weights "
                 "sampling, or task.balance=none"
             )
+        for name, member in self.members.items():
+            member.loss.use_data(members[name], member.modality)  # a prefix LM's vocabulary
         for split in ("val", "test"):
             if hasattr(datamodule, "evaluation_names"):
                 self._names[split] = datamodule.evaluation_names(split)
@@ -289,7 +334,7 @@ class MultiTaskTask(OmniTask):
         loss, outputs, targets = self.member_step(name, batch)
         metrics = (self.val_metrics if split == "val" else self.test_metrics)[name]
         losses = (self.val_losses if split == "val" else self.test_losses)[name]
-        member.loss.update(metrics, outputs, targets)
+        member.loss.evaluate(metrics, self.net, member.modality, name, batch, outputs, targets)
         losses.update(loss, weight=member.loss.weight(targets))
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from omniformer.model import OmniModel
 from omniformer.prefix_inputs import prefix_and_text
+from omniformer.tasks.transcripts import Transcriber, generation_metrics
 
 
 def check_labels(labels: Tensor, num_classes: int) -> None:
@@ -56,6 +57,24 @@ class Objective:
         """Feed one batch to the metrics."""
         if len(metrics):
             metrics.update(outputs, targets)
+
+    def evaluate(
+        self,
+        metrics: MetricCollection,
+        net: OmniModel,
+        modality: str,
+        head: str,
+        batch: Any,
+        outputs: Tensor,
+        targets: Tensor,
+    ) -> None:
+        """Feed one validation or test batch to the metrics, after :meth:`step` gave ``outputs`` and
+        ``targets``; objectives whose metrics need the model again (generation) override this."""
+        self.update(metrics, outputs, targets)
+
+    def use_data(self, datamodule: Any, modality: str) -> None:
+        """Take what the metrics need from the data module (a vocabulary) and check it fits; called
+        when training or evaluation sets up (``datamodule`` may be ``None``)."""
 
     def derived(self, loss: Tensor) -> dict[str, Tensor]:
         """Values computed from the epoch's mean loss (perplexity)."""
@@ -125,12 +144,36 @@ class PrefixLMLoss(Objective):
     ``text``. Only real text ids count (end of text included): the prefix has no targets and text
     padding is :data:`IGNORE_INDEX`, so the mean is over the batch's real text tokens.
 
+    With ``eos_id`` and ``max_new_tokens`` set, validation and test also generate every item's text
+    from its prefix alone and score it (:mod:`omniformer.tasks.transcripts`): metrics ``exact``,
+    ``cer`` and ``wer``, as :class:`~omniformer.tasks.prefix_lm.PrefixLMTask` logs them.
+
     Args:
         text_modality: the tokenizer that embeds the text ids.
+        eos_id: the end-of-text id generation stops at (``None``: no generation, loss only).
+        max_new_tokens: the most ids a generation writes (the data's longest text, end included).
+        temperature: of the scored generations (0 = greedy).
+        top_k: sample among the k most likely ids (``None`` = all); only with ``temperature > 0``.
     """
 
-    def __init__(self, text_modality: str = "text") -> None:
+    def __init__(
+        self,
+        text_modality: str = "text",
+        *,
+        eos_id: int | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+    ) -> None:
         self.text_modality = text_modality
+        self.transcriber: Transcriber | None = None
+        if (eos_id is None) != (max_new_tokens is None):
+            raise ValueError(
+                "a prefix LM scores generations with both eos_id and max_new_tokens set, or neither "
+                f"(got eos_id={eos_id}, max_new_tokens={max_new_tokens})"
+            )
+        if eos_id is not None and max_new_tokens is not None:
+            self.transcriber = Transcriber(eos_id, max_new_tokens, text_modality, temperature, top_k)
 
     def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
         media, media_lengths, text, text_lengths = batch
@@ -146,5 +189,29 @@ class PrefixLMLoss(Objective):
     def weight(self, targets: Tensor) -> int:
         return int((targets != IGNORE_INDEX).sum())
 
+    def metrics(self, head: nn.Module) -> dict[str, Metric]:
+        return generation_metrics() if self.transcriber is not None else {}
+
     def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
         return None
+
+    def evaluate(
+        self,
+        metrics: MetricCollection,
+        net: OmniModel,
+        modality: str,
+        head: str,
+        batch: Any,
+        outputs: Tensor,
+        targets: Tensor,
+    ) -> None:
+        if self.transcriber is None or not len(metrics):
+            return
+        media, lengths, text, text_lengths = batch
+        ids = self.transcriber.generate_ids(net, modality, head, media, lengths)
+        predictions = [self.transcriber.decode(row) for row in ids]
+        metrics.update(predictions, self.transcriber.references(text, text_lengths))
+
+    def use_data(self, datamodule: Any, modality: str) -> None:
+        if self.transcriber is not None:
+            self.transcriber.use_data(datamodule, modality)

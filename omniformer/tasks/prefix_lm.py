@@ -12,23 +12,17 @@ scored against the reference texts: exact match, character error rate and word e
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from omniformer.model import OmniModel
-from omniformer.prefix_inputs import media_prefix
-from omniformer.prefix_sampling import generate_after_prefix
 from omniformer.tasks.base import OmniTask
 from omniformer.tasks.objectives import PrefixLMLoss
 from omniformer.tasks.optim import OptimSettings
+from omniformer.tasks.transcripts import ExactMatch, Transcriber, text_metrics
 from omniformer.tokenizers.vocab import Vocabulary
 
-
-def text_metrics(prefix: str) -> MetricCollection:
-    """Character and word error rates of generated texts as one collection with ``prefix``."""
-    return MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate()}, prefix=prefix)
+__all__ = ["PrefixLMTask", "text_metrics"]
 
 
 class PrefixLMTask(OmniTask):
@@ -74,27 +68,29 @@ class PrefixLMTask(OmniTask):
         if max_new_tokens < 1:
             raise ValueError(f"task.max_new_tokens={max_new_tokens} must be >= 1")
         self.modality, self.text_modality, self.head = modality, text_modality, head
-        self.eos_id, self.max_new_tokens = eos_id, max_new_tokens
-        self.temperature, self.top_k = temperature, top_k
-        self.objective = PrefixLMLoss(text_modality)
+        # The objective generates and scores texts as a multi-task prefix member's does (one code path).
+        self.objective = PrefixLMLoss(
+            text_modality, eos_id=eos_id, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k
+        )
+        self.transcriber: Transcriber = self.objective.transcriber
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.val_exact, self.test_exact = MeanMetric(), MeanMetric()
+        self.val_exact, self.test_exact = ExactMatch(), ExactMatch()
         self.val_text, self.test_text = text_metrics("val_"), text_metrics("test_")
-        self.vocab: Vocabulary | None = None
+
+    @property
+    def vocab(self) -> Vocabulary | None:
+        """The data's vocabulary, which generations are decoded with."""
+        return self.transcriber.vocab
+
+    @vocab.setter
+    def vocab(self, vocab: Vocabulary | None) -> None:
+        self.transcriber.vocab = vocab
 
     def setup(self, stage: str) -> None:
         """Check the data holds this task's modality; take its vocabulary (generations are scored as
         text)."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        holds = getattr(datamodule, "modality", self.modality)
-        if holds != self.modality:
-            raise ValueError(
-                f"the data holds {holds} pairs but the model reads {self.modality} prefixes; "
-                f"train with prefix={holds}"
-            )
-        vocab = getattr(datamodule, "vocab", None)
-        if vocab is not None:
-            self.vocab = vocab
+        self.objective.use_data(datamodule, self.modality)
 
     def model_step(self, batch) -> tuple[Tensor, Tensor, Tensor]:
         """``(mean loss over real text ids, logits, targets)`` of a ``PairedBatch``; padding targets
@@ -106,52 +102,25 @@ class PrefixLMTask(OmniTask):
         self.log("train_loss", loss, prog_bar=True, batch_size=batch[0].shape[0])
         return loss
 
-    @torch.no_grad()
     def generate_ids(self, media: Tensor, lengths: Tensor | None = None, seed: int = 0) -> list[list[int]]:
         """Per item, the ids generated from its media alone, up to (not including) end of text."""
-        prefix = media_prefix(self.net, self.modality, media, lengths)
-        empty = torch.zeros(media.shape[0], 0, dtype=torch.long, device=media.device)
-        generator = None
-        if self.temperature > 0:
-            generator = torch.Generator(device=media.device).manual_seed(seed)
-        out = generate_after_prefix(
-            self.net,
-            prefix,
-            empty,
-            self.max_new_tokens,
-            markers=self.net.markers,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            text_modality=self.text_modality,
-            head=self.head,
-            stop_id=self.eos_id,
-            generator=generator,
-        )
-        rows = []
-        for ids in out.tolist():
-            rows.append(ids[: ids.index(self.eos_id)] if self.eos_id in ids else ids)
-        return rows
+        return self.transcriber.generate_ids(self.net, self.modality, self.head, media, lengths, seed)
 
     def decode(self, ids: list[int]) -> str:
         """The text of ids (no end of text); needs the data's vocabulary."""
-        if self.vocab is None:
-            raise RuntimeError(
-                "the prefix LM scores texts with the data's vocabulary: attach a paired data module"
-            )
-        return self.vocab.decode(i for i in ids if i < self.vocab.size)
+        return self.transcriber.decode(ids)
 
     def transcribe(self, media: Tensor, lengths: Tensor | None = None) -> list[str]:
         """The text generated for each item of a batch of media."""
         return [self.decode(ids) for ids in self.generate_ids(media, lengths)]
 
-    def _evaluate(self, batch, loss_metric: MeanMetric, exact: MeanMetric, metrics: MetricCollection) -> None:
+    def _evaluate(self, batch, loss_metric: MeanMetric, exact: ExactMatch, metrics: MetricCollection) -> None:
         loss, _, targets = self.model_step(batch)
         loss_metric.update(loss, weight=self.objective.weight(targets))
         media, lengths, text, text_lengths = batch
         predictions = self.transcribe(media, lengths)
-        references = [self.decode(row[: n - 1]) for row, n in zip(text.tolist(), text_lengths.tolist())]
-        hits = torch.tensor([float(p == r) for p, r in zip(predictions, references)], device=loss.device)
-        exact.update(hits)
+        references = self.transcriber.references(text, text_lengths)
+        exact.update(predictions, references)
         metrics.update(predictions, references)
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -160,7 +129,7 @@ class PrefixLMTask(OmniTask):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_loss, self.test_exact, self.test_text)
 
-    def _log_epoch(self, prefix: str, loss: MeanMetric, exact: MeanMetric, metrics: MetricCollection) -> None:
+    def _log_epoch(self, prefix: str, loss: MeanMetric, exact: ExactMatch, metrics: MetricCollection) -> None:
         shown = prefix == "val_"
         self.log(f"{prefix}loss", loss.compute(), prog_bar=shown)
         self.log(f"{prefix}exact", exact.compute(), prog_bar=shown)
