@@ -9,7 +9,7 @@ quoted newline spans several lines); ``\\r\\n`` line ends and quoted commas read
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +40,9 @@ def manifest_format(path: Path) -> str:
     raise ValueError(f"{path}: a manifest must be a .jsonl or .csv file (rows of a media path and its text)")
 
 
-def read_manifest(path: str | Path) -> list[ManifestRow]:
-    """Every row of the manifest at ``path``, checked (see the module docstring)."""
+def read_manifest(path: str | Path, media_columns: Sequence[str] = MEDIA_COLUMNS) -> list[ManifestRow]:
+    """Every row of the manifest at ``path``, checked (see the module docstring); ``media_columns`` are
+    the columns that may name a media file (a plug-in modality's reader names its own)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist")
@@ -51,24 +52,25 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text ({err})") from None
     records = _csv_records(path, text) if kind == "csv" else jsonl_records(path, text)
-    rows = [check_row(record, path, line) for line, record in records]
+    rows = [check_row(record, path, line, media_columns) for line, record in records]
     if not rows:
         raise ValueError(f"manifest {path} holds no rows")
     return rows
 
 
-def check_row(record: Mapping[str, object], manifest: Path, line: int) -> ManifestRow:
+def check_row(
+    record: Mapping[str, object], manifest: Path, line: int, media_columns: Sequence[str] = MEDIA_COLUMNS
+) -> ManifestRow:
     """One record as a :class:`ManifestRow`; one error naming ``manifest:line`` if it is bad."""
     where = f"{manifest}:{line}"
     columns = sorted(record)
-    media = [c for c in MEDIA_COLUMNS if c in record]
-    unknown = [c for c in columns if c not in (*MEDIA_COLUMNS, TEXT_COLUMN)]
+    media = [c for c in media_columns if c in record]
+    unknown = [c for c in columns if c not in (*media_columns, TEXT_COLUMN)]
+    names = " or ".join(repr(c) for c in media_columns)
     if unknown or len(media) > 1:
-        raise ValueError(
-            f"{where}: unknown column mix {columns}; a row holds 'text' and one of 'audio' or 'image'"
-        )
+        raise ValueError(f"{where}: unknown column mix {columns}; a row holds 'text' and one of {names}")
     if not media:
-        raise ValueError(f"{where}: no media column (columns: {columns}); add 'audio' or 'image'")
+        raise ValueError(f"{where}: no media column (columns: {columns}); add {names}")
     text = record.get(TEXT_COLUMN)
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{where}: empty or missing 'text' ({text!r})")

@@ -2,7 +2,8 @@
 
 A paired data module feeds a prefix LM (:class:`omniformer.tasks.PrefixLMTask`): each item is a
 ``(media, text)`` pair, media being a 1-D waveform at ``sample_rate`` (``modality="audio"``) or a
-``C×H×W`` float image in [0, 1] (``modality="image"``; widths may vary). A subclass only says where
+``C×H×W`` float image in [0, 1] (``modality="image"``; widths may vary), or what a plug-in modality's
+``reader`` (:class:`~omniformer.data.media_readers.MediaReader`) reads and pads. A subclass only says where
 the pairs come from, by overriding :meth:`PairedDataModule.make_splits`::
 
     class DigitStrings(PairedDataModule):
@@ -26,6 +27,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from omniformer.data.media_readers import MediaReader, builtin_reader
 from omniformer.data.paired_batch import PairCollate
 from omniformer.data.split_loaders import SplitLoaders
 from omniformer.prefix_files import MEDIA_FILE, MediaReading
@@ -48,7 +50,7 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
     """(media, text) pairs in train, validation and test splits, batched for a prefix LM.
 
     Args:
-        modality: ``audio`` or ``image``, what the media are.
+        modality: ``audio`` or ``image``, what the media are (or give ``reader``).
         sample_rate: the rate audio items are at (audio; the tokenizer is built for it).
         in_channels: channels of image items (1 grayscale, 3 RGB).
         patch_size: the image tokenizer's patch side; images are padded to a width divisible by it.
@@ -57,12 +59,16 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
         num_workers: loader worker processes.
         datasets: the splits themselves (``{"train": ..., "val": ..., "test": ...}``), for a module
             built around ready datasets instead of a subclass's :meth:`make_splits`.
+        reader: how the media are padded and sized (a
+            :class:`~omniformer.data.media_readers.MediaReader`); default: the built-in reader of
+            ``modality`` from ``sample_rate`` / ``in_channels`` / ``patch_size``. Its ``modality``
+            is the data's.
     """
 
     def __init__(
         self,
         *,
-        modality: str,
+        modality: str | None = None,
         sample_rate: int | None = None,
         in_channels: int = 1,
         patch_size: int = 4,
@@ -70,19 +76,20 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         datasets: Mapping[str, Dataset] | None = None,
+        reader: MediaReader | None = None,
     ) -> None:
         super().__init__()
-        if modality not in ("audio", "image"):
-            raise ValueError(f"data.modality={modality!r}; choose 'audio' or 'image'")
-        if modality == "audio" and (sample_rate is None or sample_rate <= 0):
-            raise ValueError(f"data.sample_rate={sample_rate}: audio pairs need a positive sample rate")
+        if reader is None:
+            reader = builtin_reader(
+                str(modality), sample_rate=sample_rate, channels=in_channels, patch_size=patch_size
+            )
+        elif modality is not None and modality != reader.modality:
+            raise ValueError(f"data.modality={modality!r}, but data.reader reads {reader.modality!r}")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ValueError(
                 f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: must be >= 1"
             )
-        if patch_size < 1:
-            raise ValueError(f"data.patch_size={patch_size} must be >= 1")
-        self.modality, self.sample_rate = modality, sample_rate
+        self.reader, self.modality, self.sample_rate = reader, reader.modality, sample_rate
         self.in_channels, self.patch_size = in_channels, patch_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -90,7 +97,7 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
         self.vocab: Vocabulary | None = None
         self.splits: dict[str, Dataset] | None = None
         self.max_text_len = 0
-        self.image_height: int | None = None
+        self.media_spec: dict[str, Any] = {}
 
     # -- what subclasses provide ------------------------------------------------------------------
     def make_splits(self) -> dict[str, Dataset]:
@@ -131,19 +138,18 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
                             "checkpoint's vocabulary"
                         )
         self.max_text_len = max(len(t) for split in SPLITS for t in texts[split]) + 1  # + end of text
-        if self.modality == "image":
-            self.image_height = int(splits["train"][0][0].shape[-2])
-            if self.image_height % self.patch_size:
-                raise ValueError(
-                    f"images are {self.image_height} pixels high, not divisible by data.patch_size="
-                    f"{self.patch_size}; pick a patch size that divides the height"
-                )
+        self.media_spec = self.reader.spec(splits["train"][0][0])
         self.splits = dict(splits)
         sizes = " / ".join(f"{len(splits[s])} {s}" for s in SPLITS)
         rank_zero_info(
             f"paired {self.modality} → text: {sizes} pairs, {self.vocab.size} characters + end of text, "
             f"texts of at most {self.max_text_len - 1} characters"
         )
+
+    @property
+    def image_height(self) -> int | None:
+        """The images' height, once ``setup`` has seen them (``None`` before, and for other media)."""
+        return self.media_spec.get("image_size") if self.modality == "image" else None
 
     def _vocab(self) -> Vocabulary:
         if self.vocab is None:
@@ -154,8 +160,8 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
 
     def spec(self) -> dict[str, Any]:
         """What the model is built from: ``modality``, ``vocab_size`` (characters + end of text),
-        ``eos_id``, ``max_text_len`` (ids, end of text included), and ``sample_rate`` or
-        ``in_channels``, ``image_size`` and ``patch_size``."""
+        ``eos_id``, ``max_text_len`` (ids, end of text included), and the reader's sizes:
+        ``sample_rate``, or ``in_channels``, ``image_size`` and ``patch_size``."""
         if self.splits is None:
             raise RuntimeError(f"{type(self).__name__}.spec() needs setup() first")
         spec: dict[str, Any] = {
@@ -164,13 +170,7 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
             "eos_id": self.eos_id,
             "max_text_len": self.max_text_len,
         }
-        if self.modality == "audio":
-            spec["sample_rate"] = self.sample_rate
-        else:
-            spec.update(
-                in_channels=self.in_channels, image_size=self.image_height, patch_size=self.patch_size
-            )
-        return spec
+        return {**spec, **self.media_spec}
 
     def media_reading(self) -> MediaReading:
         """How this module reads media, for reading a user's files the same way at generation time:
@@ -197,10 +197,7 @@ class PairedDataModule(SplitLoaders, L.LightningDataModule):
 
     def collate(self) -> PairCollate:
         """The collate function of every loader."""
-        multiple = self.patch_size if self.modality == "image" else 1
-        return PairCollate(
-            vocab=self._vocab(), eos_id=self.eos_id, modality=self.modality, width_multiple=multiple
-        )
+        return PairCollate(vocab=self._vocab(), eos_id=self.eos_id, pad=self.reader.pad)
 
     def loader(self, split: str, train: bool) -> DataLoader:
         """The ``DataLoader`` of ``split``: shuffled batches of ``batch_size`` when ``train``."""

@@ -3,15 +3,16 @@
 A :class:`PairedBatch` is a named tuple, so Lightning moves it to the device as it is:
 
 * ``media``: audio ``B×T`` float waveforms, right-padded with zeros; or images ``B×C×H×W`` float,
-  right-padded with zeros along the width (variable-width strips);
-* ``media_lengths``: ``B`` real samples per clip, or real pixel columns per image;
+  right-padded with zeros along the width (variable-width strips); or what a plug-in modality's
+  reader pads (:mod:`omniformer.data.media_readers`);
+* ``media_lengths``: ``B`` real samples per clip, or real pixel columns per image (a reader's length);
 * ``text``: ``B×L`` ids, each row its characters' ids then ``eos_id``, right-padded with ``eos_id``;
 * ``text_lengths``: ``B`` real ids per row, end-of-text included (the loss counts exactly these).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -66,22 +67,18 @@ class PairCollate:
     Args:
         vocab: the character vocabulary.
         eos_id: the end-of-text id (one past the vocabulary's characters).
-        modality: ``audio`` (1-D waveforms) or ``image`` (``C×H×W`` tensors).
-        width_multiple: images are padded to a width divisible by this (the patch width).
+        pad: ``media -> (batch, lengths)``, the modality's padding (a
+            :class:`~omniformer.data.media_readers.MediaReader`'s ``pad``).
     """
 
-    def __init__(self, *, vocab: Vocabulary, eos_id: int, modality: str, width_multiple: int = 1) -> None:
-        if modality not in ("audio", "image"):
-            raise ValueError(f"modality={modality!r}; choose 'audio' or 'image'")
-        self.vocab, self.eos_id, self.modality = vocab, eos_id, modality
-        self.width_multiple = width_multiple
+    def __init__(
+        self, *, vocab: Vocabulary, eos_id: int, pad: Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
+    ) -> None:
+        self.vocab, self.eos_id, self.pad = vocab, eos_id, pad
 
     def __call__(self, items: Sequence[tuple[Tensor, str]]) -> PairedBatch:
         media, texts = zip(*items)
-        if self.modality == "audio":
-            padded, lengths = pad_right(media)
-        else:
-            padded, lengths = pad_images(media, self.width_multiple)
+        padded, lengths = self.pad(media)
         ids, text_lengths = pad_right(
             [encode_text(self.vocab, t, self.eos_id) for t in texts], dtype=torch.long
         )

@@ -10,6 +10,10 @@ training rows (or of the one ``manifest``) by ``val_fraction`` / ``test_fraction
 ``split_seed``, whole media files at a time so that no file is in two splits. Audio is read with
 ``soundfile`` and resampled to ``sample_rate``; images with the image readers, as ``channels``-channel
 floats in [0, 1], all of one height (``image_height`` resizes them, keeping the aspect ratio).
+
+Another modality is read by the :class:`~omniformer.data.media_readers.MediaReader` given as
+``reader`` (a ``_target_`` under ``data.reader``): its ``modality`` is the manifest's media column
+(``{"video": "clips/a.npy", "text": "..."}``) and its ``read`` loads each file.
 """
 
 from __future__ import annotations
@@ -18,48 +22,34 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as TF
 
-from omniformer.data.audio_files import read_audio
-from omniformer.data.image_files import read_image
-from omniformer.data.manifest import ManifestRow, read_manifest
+from omniformer.data.manifest import MEDIA_COLUMNS, ManifestRow, read_manifest
+from omniformer.data.media_readers import MediaReader, builtin_reader
 from omniformer.data.paired import PairedDataModule
 
 
-def read_media(row: ManifestRow, *, sample_rate: int, channels: int, image_height: int | None) -> Tensor:
-    """The media of ``row``: a 1-D waveform at ``sample_rate`` or a ``C×H×W`` float image in [0, 1]."""
+def read_media(row: ManifestRow, reader: MediaReader) -> Tensor:
+    """The media of ``row`` read by ``reader``; one error naming the row if the file is unreadable."""
     try:
-        if row.modality == "audio":
-            return read_audio(row.path, sample_rate)[0]
-        image = TF.to_dtype(
-            TF.to_image(read_image(row.path, channels, strict=False)), torch.float32, scale=True
-        )
-        if image_height is not None and image.shape[-2] != image_height:
-            width = max(1, round(image.shape[-1] * image_height / image.shape[-2]))
-            image = TF.resize(image, [image_height, width], antialias=True)
-        return image
+        return reader.read(row.path)
     except (OSError, ValueError) as err:
         raise ValueError(f"{row.where}: cannot read {row.modality} file {row.path}: {err}") from None
 
 
 class ManifestPairs(Dataset):
-    """``(media, text)`` items of checked manifest rows (media read when an item is)."""
+    """``(media, text)`` items of checked manifest rows (media read by ``reader`` when an item is)."""
 
-    def __init__(
-        self, rows: Sequence[ManifestRow], *, sample_rate: int, channels: int, image_height: int | None
-    ):
-        self.rows = list(rows)
-        self.options = {"sample_rate": sample_rate, "channels": channels, "image_height": image_height}
+    def __init__(self, rows: Sequence[ManifestRow], reader: MediaReader):
+        self.rows, self.reader = list(rows), reader
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[Tensor, str]:
         row = self.rows[index]
-        return read_media(row, **self.options), row.text
+        return read_media(row, self.reader), row.text
 
     @property
     def texts(self) -> list[str]:
@@ -107,6 +97,9 @@ class PairedManifestDataModule(PairedDataModule):
         batch_size: training pairs per batch.
         eval_batch_size: pairs per validation / test batch (default: ``batch_size``).
         num_workers: loader worker processes.
+        reader: how another modality's files are read (a
+            :class:`~omniformer.data.media_readers.MediaReader`); its ``modality`` is the manifests'
+            media column. Default: audio or image, from the rows, read with the options above.
     """
 
     def __init__(
@@ -126,6 +119,7 @@ class PairedManifestDataModule(PairedDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        reader: MediaReader | None = None,
     ) -> None:
         if (train is None) == (manifest is None):
             raise ValueError(
@@ -141,10 +135,20 @@ class PairedManifestDataModule(PairedDataModule):
                 raise ValueError(f"data.{key}_fraction={value}: without data.{key}= it must lie in (0, 1)")
         self.manifests = {"train": train or manifest, "val": val, "test": test}
         self.fractions = {"val": val_fraction, "test": test_fraction}
-        self.split_seed, self.channels, self.image_height = split_seed, channels, image_height
+        self.split_seed = split_seed
+        self.columns = MEDIA_COLUMNS if reader is None else (reader.modality,)
         self._rows: dict[str, list[ManifestRow]] | None = None
+        modality = self.rows_modality()  # every manifest read and checked here, before any training
+        if reader is None:
+            reader = builtin_reader(
+                modality,
+                sample_rate=sample_rate,
+                channels=channels,
+                image_height=image_height,
+                patch_size=patch_size,
+            )
         super().__init__(
-            modality=self.rows_modality(),
+            reader=reader,
             sample_rate=sample_rate,
             in_channels=channels,
             patch_size=patch_size,
@@ -156,7 +160,11 @@ class PairedManifestDataModule(PairedDataModule):
     def rows(self) -> dict[str, list[ManifestRow]]:
         """Every split's checked rows (manifests read once)."""
         if self._rows is None:
-            read = {split: read_manifest(path) for split, path in self.manifests.items() if path is not None}
+            read = {
+                split: read_manifest(path, self.columns)
+                for split, path in self.manifests.items()
+                if path is not None
+            }
             held = {split: f for split, f in self.fractions.items() if split not in read}
             self._rows = {**hold_out_files(read.pop("train"), held, self.split_seed), **read}
             check_disjoint(self._rows)
@@ -175,12 +183,7 @@ class PairedManifestDataModule(PairedDataModule):
 
     def make_splits(self) -> dict[str, Dataset]:
         """One :class:`ManifestPairs` per split."""
-        options = {
-            "sample_rate": self.sample_rate,
-            "channels": self.channels,
-            "image_height": self.image_height,
-        }
-        return {split: ManifestPairs(rows, **options) for split, rows in self.rows().items()}
+        return {split: ManifestPairs(rows, self.reader) for split, rows in self.rows().items()}
 
 
 def check_disjoint(splits: dict[str, list[ManifestRow]]) -> None:

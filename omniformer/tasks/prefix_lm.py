@@ -16,6 +16,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 
 from omniformer.model import OmniModel
+from omniformer.prefix_inputs import check_data_fits
 from omniformer.tasks.base import OmniTask
 from omniformer.tasks.objectives import PrefixLMLoss
 from omniformer.tasks.optim import OptimSettings
@@ -88,9 +89,10 @@ class PrefixLMTask(OmniTask):
 
     def setup(self, stage: str) -> None:
         """Check the data holds this task's modality; take its vocabulary (generations are scored as
-        text)."""
+        text); check its first prefix and longest text fit ``model.max_seq_len`` before any step."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         self.objective.use_data(datamodule, self.modality)
+        check_data_fits(self.net, self.modality, datamodule)
 
     def model_step(self, batch) -> tuple[Tensor, Tensor, Tensor]:
         """``(mean loss over real text ids, logits, targets)`` of a ``PairedBatch``; padding targets

@@ -6,7 +6,8 @@ VideoMAE (Tong et al. 2022). Positions are fixed and separable, as in MAE-ST (Fe
 2022): the first three quarters of each token's channels hold the 2-D sin-cos code of its
 (row, column), the last quarter the 1-D sin-cos code of its time step. The backbone gets
 ``positions=None`` (no rotary embedding: positions are in the vectors) and no mask (every tubelet
-is real).
+is real), unless clips of different lengths were padded in time: given each clip's real frames
+(``lengths``), the tubelets that hold no real frame are masked.
 
 This module lives outside the ``omniformer`` package on purpose: it only uses omniformer's public
 types (:class:`omniformer.tokenizers.Tokens`, ``sincos_2d``) and is wired in by a ``_target_``.
@@ -113,8 +114,9 @@ class TubeletTokenizer(nn.Module):
             )
         return frames // t, height // h, width // w
 
-    def forward(self, clips: Tensor) -> Tokens:
-        """Tokens for ``clips`` (``B×T×C×H×W``): ``N = (T/t)·(H/h)·(W/w)`` (+1 CLS)."""
+    def forward(self, clips: Tensor, lengths: Tensor | None = None) -> Tokens:
+        """Tokens for ``clips`` (``B×T×C×H×W``): ``N = (T/t)·(H/h)·(W/w)`` (+1 CLS). ``lengths``: each
+        clip's real frames when a batch was zero-padded in time; tubelets past them are masked."""
         if clips.ndim != 5 or clips.shape[2] != self.in_channels:
             raise ValueError(
                 f"the video tokenizer expects clips of shape B×T×{self.in_channels}×H×W (in_channels="
@@ -127,9 +129,16 @@ class TubeletTokenizer(nn.Module):
         if key not in self._positions:  # computed once per grid, device and dtype
             self._positions[key] = sincos_3d(*grid, self.dim).to(device=x.device, dtype=x.dtype)
         x = x + self._positions[key]
+        mask = None
+        if lengths is not None:  # a tubelet is real when it holds a real frame: time-major order
+            steps = torch.arange(grid[0], device=x.device) * self.tubelet[0]
+            real = steps[None] < lengths.to(x.device)[:, None]  # B×T'
+            mask = real.repeat_interleave(grid[1] * grid[2], dim=1)
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-        return Tokens(self.drop(x), mask=None, positions=None)
+            if mask is not None:
+                mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
+        return Tokens(self.drop(x), mask=mask, positions=None)
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, tubelet={self.tubelet}, cls_token={self.cls is not None}"
