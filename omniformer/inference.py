@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +24,8 @@ from omniformer.model_spec import (
     build_input_reader,
     check_spec,
 )
-from omniformer.prefix_files import MEDIA_FILE, MediaReading, media_batch, read_media_file
+from omniformer.prefix_files import MEDIA_FILE, MediaReading, read_media_file
+from omniformer.prefix_writer import MediaInput, PrefixWriter
 from omniformer.sampling import check_sampling, sample_text
 
 VOCAB_FILE = "vocab.json"
@@ -33,9 +34,6 @@ VOCAB_FILE = "vocab.json"
 LM_MAX_NEW_TOKENS, LM_TEMPERATURE = 300, 0.8
 #: Files a prefix LM transcribes per forward pass.
 TRANSCRIBE_BATCH = 32
-#: A prefix LM's input: a file, or media already read (a 1-D waveform at the model's rate, or a
-#: ``C×H×W`` image as its data module gives it).
-MediaInput = Union[str, Path, Tensor]
 KIND_NAMES = {
     CLASSIFIER: "a classifier",
     LANGUAGE_MODEL: "a language model",
@@ -305,42 +303,6 @@ class Model:
             )
         return audio if audio is not None else image
 
-    def _prompt_ids(self, prompt: str) -> Tensor:
-        """``prompt`` as ids of the model's vocabulary; one error naming a character it lacks."""
-        from omniformer.tokenizers.vocab import UnknownCharacterError
-
-        try:
-            return torch.from_numpy(self.vocab.encode(prompt)).long()
-        except UnknownCharacterError as err:
-            known = "".join(self.vocab.decode(range(self.vocab.size)))
-            raise ValueError(
-                f"prompt character {err.char!r} (at {err.index} of {prompt!r}) is not in the vocabulary "
-                f"of {self.source}, which has only {known!r}"
-            ) from None
-
-    def _prefix_length(self, item: Tensor, name: str) -> int:
-        """Tokens of ``item``'s prefix, markers included; an error naming ``name`` above
-        ``model.max_seq_len``."""
-        tokenizer = self.net.tokenizers[self.modality]
-        if self.modality == "audio" and hasattr(tokenizer, "num_tokens"):
-            tokens = tokenizer.num_tokens(int(item.shape[-1]))
-        elif self.modality == "image" and hasattr(tokenizer, "grid_for"):
-            multiple = self.media_reading.patch_size
-            width = -(-int(item.shape[-1]) // multiple) * multiple
-            rows, cols = tokenizer.grid_for(int(item.shape[-2]), width)
-            tokens = rows * cols + int(bool(getattr(tokenizer, "has_cls", False)))
-        else:
-            return 0  # a plug-in tokenizer: generation checks the composed prefix
-        tokens += 2 if self.net.markers is not None and self.net.markers.marks(self.modality) else 0
-        limit = self.net.backbone.max_seq_len
-        if tokens > limit:
-            raise ValueError(
-                f"{name}: its {self.modality} prefix is {tokens} tokens, more than model.max_seq_len="
-                f"{limit} that {self.source} was built for; give a shorter "
-                f"{'clip' if self.modality == 'audio' else 'image'}"
-            )
-        return tokens
-
     @torch.no_grad()
     def _write_after(
         self,
@@ -351,44 +313,20 @@ class Model:
         top_k: int | None,
         seed: int,
     ) -> list[str]:
-        """One batch of a prefix LM: per input, the text written after its prefix and ``prompt``
-        (without the prompt), up to end of text."""
-        from omniformer.prefix_inputs import media_prefix
-        from omniformer.prefix_sampling import generate_after_prefix
-
+        """One batch of a prefix LM: per input, the text written after its prefix and ``prompt``."""
         self._require(PREFIX_LM, "generating after a prefix")
-        prompt_ids = self._prompt_ids(prompt)
-        items = self.read_media(inputs)
-        for index, (source, item) in enumerate(zip(inputs, items)):
-            self._prefix_length(item, str(source) if not isinstance(source, Tensor) else f"input {index}")
-        media, lengths = media_batch(items, self.media_reading)
-        media, lengths = media.to(self.device), lengths.to(self.device)
-        prefix = media_prefix(self.net, self.modality, media, lengths)
-        if max_new_tokens is None:  # the longest training text, as far as the sequence has room
-            room = self.net.backbone.max_seq_len - prefix.x.shape[1] - len(prompt_ids) + 1
-            max_new_tokens = max(1, min(int(self.config.get("max_new_tokens") or room), room))
-        eos = int(self.config["eos_id"])
-        generator = None
-        if temperature > 0:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-        out = generate_after_prefix(
+        writer = PrefixWriter(
             self.net,
-            prefix,
-            prompt_ids.to(self.device)[None].expand(len(items), -1),
-            max_new_tokens,
-            markers=self.net.markers,
-            temperature=temperature,
-            top_k=top_k or None,
-            text_modality=self.config.get("text_modality", "text"),
+            self.vocab,
+            self.media_reading,
+            self.modality,
+            source=self.source,
+            eos_id=int(self.config["eos_id"]),
             head=self.head,
-            stop_id=eos,
-            generator=generator,
+            text_modality=self.config.get("text_modality", "text"),
+            longest_text=self.config.get("max_new_tokens"),
         )
-        texts = []
-        for ids in out[:, len(prompt_ids) :].tolist():
-            ids = ids[: ids.index(eos)] if eos in ids else ids
-            texts.append(self.vocab.decode(i for i in ids if i < self.vocab.size))
-        return texts
+        return writer.write(self.read_media(inputs), inputs, prompt, max_new_tokens, temperature, top_k, seed)
 
     @property
     def vocab(self):
