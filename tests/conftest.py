@@ -58,7 +58,11 @@ def _logging_as_pytest_set_it_up():
 def entry_point(request):
     """Runs a console entry point, ``entry_point("omniformer.generate", "ckpt=...", check=False)``:
     its ``main()`` in this process (seconds), and, in the slow set, as its own Python process as
-    well; both return the CompletedProcess (exit status, stdout, stderr)."""
+    well; both return the CompletedProcess (exit status, stdout, stderr).
+
+    A few tests per console command ask for it (train, eval, generate, predict, export, a plug-in's
+    train and eval); the other command-line tests call ``tests.helpers.runs.run_main`` alone, the same
+    ``main()`` without a Python start-up per test."""
     return request.param
 
 

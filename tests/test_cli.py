@@ -66,8 +66,8 @@ def test_generate_reads_the_checkpoint(trained_lm, entry_point):
     assert len(proc.stdout) > len("ROMEO:")
 
 
-def test_eval_reports_validation_metrics(trained_lm, tmp_path, entry_point):
-    entry_point(
+def test_eval_reports_validation_metrics(trained_lm, tmp_path):
+    run_main(
         "omniformer.evaluate",
         f"ckpt={trained_lm / 'checkpoints' / 'best.ckpt'}",
         "split=val",
@@ -117,10 +117,10 @@ def test_bad_training_input_fails_with_one_clear_error(args, message, tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_non_utf8_corpus_names_the_file_and_offset(tmp_path, entry_point):
+def test_non_utf8_corpus_names_the_file_and_offset(tmp_path):
     corpus = tmp_path / "bad.txt"
     corpus.write_bytes(b"hello \xff world")
-    proc = entry_point(
+    proc = run_main(
         "omniformer.train", "data=textfile", f"data.path={corpus}", f"hydra.run.dir={tmp_path}", check=False
     )
     assert proc.returncode != 0

@@ -15,7 +15,7 @@ from omniformer.data.spoken_digit_pairs import SpokenDigitUtterancesDataModule
 from omniformer.train import run
 from tests.helpers.overrides import ON_CPU, TINY_MODEL
 from tests.helpers.paths import FIXTURES
-from tests.helpers.runs import compose_train
+from tests.helpers.runs import compose_train, run_main
 
 FSDD = FIXTURES / "fsdd"  # theo: digits 0-1, takes 0, 5, 6
 MNIST = FIXTURES / "mnist"  # 20 training digits, 10 test digits
@@ -53,13 +53,13 @@ def test_the_experiment_composes_and_passes_the_checks(experiment):
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
-def test_the_experiment_trains_and_evaluates(experiment, tmp_path, entry_point):
+def test_the_experiment_trains_and_evaluates(experiment, tmp_path):
     results = run([f"experiment={experiment}", *EXPERIMENTS[experiment], *TINY_RUN], tmp_path)
     assert results["steps"] == 2
     assert all(f"{split}_{m}" in results for split in ("val", "test") for m in METRICS)
     assert (tmp_path / "vocab.json").is_file()
     ckpt = tmp_path / "checkpoints" / "best.ckpt"
-    proc = entry_point("omniformer.evaluate", f"ckpt={ckpt}", "split=val", "accelerator=cpu")
+    proc = run_main("omniformer.evaluate", f"ckpt={ckpt}", "split=val", "accelerator=cpu")
     printed = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
     for metric in METRICS:
         assert 0 <= float(printed[f"val_{metric}"]) < 100, metric

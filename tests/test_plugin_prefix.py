@@ -15,7 +15,7 @@ import torch
 from omniformer.data.paired_manifest import PairedManifestDataModule
 from tests.helpers.overrides import ON_CPU, TINY_MODEL
 from tests.helpers.plugin import EXAMPLE, forget_plugin
-from tests.helpers.runs import read_results
+from tests.helpers.runs import read_results, run_main
 
 SEARCHPATH = f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]"
 
@@ -65,12 +65,12 @@ def test_the_paired_manifest_reads_the_readers_column(video, tmp_path):
         PairedManifestDataModule(train=str(tmp_path / "bad.jsonl"), reader=video.ClipReader())
 
 
-def test_a_video_prefix_lm_trains_and_generates_from_the_command_line(video, tmp_path, entry_point):
+def test_a_video_prefix_lm_trains_and_generates_from_the_command_line(video, tmp_path):
     """The EXTENDING.md command on generated clips: text loss falls, val_cer is logged (greedy
     generations), and the checkpoint evaluates, generating again, with the plug-in allowed."""
     manifest = video.write_moving_squares(tmp_path / "squares", count=24, frames=(4, 6), size=16)
     run_dir = tmp_path / "run"
-    entry_point(
+    run_main(
         "omniformer.train",
         SEARCHPATH,
         "task=prefix_lm",
@@ -98,5 +98,5 @@ def test_a_video_prefix_lm_trains_and_generates_from_the_command_line(video, tmp
 
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     allow = "allow_targets=[omniformer_video]"
-    proc = entry_point("omniformer.evaluate", f"ckpt={ckpt}", "split=val", "accelerator=cpu", allow)
+    proc = run_main("omniformer.evaluate", f"ckpt={ckpt}", "split=val", "accelerator=cpu", allow)
     assert "val_cer: " in proc.stdout

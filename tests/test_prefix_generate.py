@@ -123,14 +123,12 @@ def test_generate_starts_the_text_with_the_prompt_and_honours_the_sampling_setti
 
 
 @pytest.mark.parametrize("kind", ["audio", "image"])
-def test_predict_batches_files_into_the_texts_each_gives_alone(
-    kind, audio_ckpt, image_ckpt, strips, entry_point
-):
+def test_predict_batches_files_into_the_texts_each_gives_alone(kind, audio_ckpt, image_ckpt, strips):
     ckpt, files = (audio_ckpt, CLIPS[:3]) if kind == "audio" else (image_ckpt, strips)
     model = omniformer.load(ckpt)
     lengths = {tuple(t.shape) for t in model.read_media(files)}
     assert len(lengths) == len(files)  # the batch really pads
-    proc = entry_point("omniformer.predict", f"ckpt={ckpt}", f"inputs=[{','.join(map(str, files))}]")
+    proc = run_main("omniformer.predict", f"ckpt={ckpt}", f"inputs=[{','.join(map(str, files))}]")
     alone = [model.generate(**{kind: f})[0] for f in files]
     assert printed(proc) == {str(f): text for f, text in zip(files, alone)}
     assert model.transcribe(files) == alone

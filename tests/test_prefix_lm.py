@@ -22,6 +22,7 @@ from omniformer.tokenizers.vocab import CharVocab
 from tests.helpers.callbacks import assert_same_curve, interrupted_and_resumed
 from tests.helpers.overrides import ON_CPU, TINY_MODEL
 from tests.helpers.paths import FIXTURES
+from tests.helpers.runs import run_main
 
 DIM = 32
 VOCAB = CharVocab("onetwzr ")
@@ -165,16 +166,16 @@ def tiny_run(train, val, *extra):
     ]
 
 
-def test_train_then_eval_from_the_command_line(tmp_path, entry_point):
+def test_train_then_eval_from_the_command_line(tmp_path):
     train, val = manifests(tmp_path)
     run_dir = tmp_path / "run"
-    entry_point("omniformer.train", *tiny_run(train, val, f"hydra.run.dir={run_dir}"))
+    run_main("omniformer.train", *tiny_run(train, val, f"hydra.run.dir={run_dir}"))
     results = json.loads((run_dir / "results.json").read_text())
     for key in ("val_loss", "val_exact", "val_cer", "val_wer", "test_exact", "test_cer", "test_wer"):
         assert key in results
     assert json.loads((run_dir / "vocab.json").read_text())["chars"] == sorted(set("zeroone"))
     ckpt = run_dir / "checkpoints" / "best.ckpt"
-    proc = entry_point("omniformer.evaluate", f"ckpt={ckpt}", "split=val", "accelerator=cpu")
+    proc = run_main("omniformer.evaluate", f"ckpt={ckpt}", "split=val", "accelerator=cpu")
     for key in ("val_loss", "val_exact", "val_cer", "val_wer"):
         assert f"{key}: " in proc.stdout
     report = json.loads((run_dir / "eval" / "eval.json").read_text())
