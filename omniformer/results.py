@@ -12,6 +12,7 @@ import lightning as L
 
 from omniformer.callbacks import NonFiniteGuard, Throughput
 from omniformer.data.splits import has_split
+from omniformer.early_stopping import EarlyStop
 from omniformer.files import atomic_write_text, write_json
 from omniformer.run_checkpoint import RunCheckpoint
 
@@ -55,6 +56,8 @@ def final_results(
     for callback in trainer.callbacks:
         if isinstance(callback, NonFiniteGuard) and callback.action == "skip":
             results["nonfinite_skipped_steps"] = callback.skipped
+        if isinstance(callback, EarlyStop):  # early_stopped, early_stopped_at_step (when it is on)
+            results.update(callback.results())
     sample = getattr(task, "sample_text", None)
     if sample is not None:
         results["sample"] = sample

@@ -138,15 +138,16 @@ def _cross_checks(cfg: DictConfig, problems: list[str]) -> None:
             f"task._target_={task_target}: data._target_={target} yields next-token windows for language "
             "modelling, not labelled texts; pick a labelled data module (data=movie_reviews, data=text_csv)"
         )
-    # The checkpoint can only watch a metric the task logs.
-    checkpoint = callbacks.get("checkpoint") if isinstance(callbacks, DictConfig) else None
-    monitor = _get(checkpoint, "monitor", None)
+    # The checkpoint and early stopping can only watch a metric the task logs.
     metrics = TASK_METRICS.get(task_target) if isinstance(task_target, str) else None
-    if isinstance(monitor, str) and metrics is not None and monitor not in metrics:
-        problems.append(
-            f"callbacks.checkpoint.monitor={monitor!r}: {task_target.rsplit('.', 1)[-1]} logs "
-            f"{', '.join(sorted(metrics))}"
-        )
+    for name in ("checkpoint", "early_stopping"):
+        watcher = callbacks.get(name) if isinstance(callbacks, DictConfig) else None
+        monitor = _get(watcher, "monitor", None)
+        if isinstance(monitor, str) and metrics is not None and monitor not in metrics:
+            problems.append(
+                f"callbacks.{name}.monitor={monitor!r}: {task_target.rsplit('.', 1)[-1]} logs "
+                f"{', '.join(sorted(metrics))}"
+            )
     # An endless sampler needs a step limit.
     max_steps = _get(trainer, "max_steps")
     if modality == "text" and not classifies and isinstance(max_steps, int) and max_steps < 0:
