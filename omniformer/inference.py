@@ -10,7 +10,7 @@ stored with the model, so it needs no dataset.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from omniformer.model_spec import (
     PREFIX_LM,
     build_input_reader,
     check_spec,
+    example_inputs,
 )
 from omniformer.prefix_files import MEDIA_FILE, MediaReading, read_media_file
 from omniformer.prefix_writer import MediaInput, PrefixWriter
-from omniformer.sampling import check_sampling, sample_text
+from omniformer.sampling import check_generation, sample_text, stream_text
+from omniformer.text_stream import check_stop, cut_at_stop
 
 VOCAB_FILE = "vocab.json"
 #: What a language model writes when neither the caller nor the model says (``max_new_tokens``,
@@ -173,6 +175,8 @@ class Model:
         *,
         audio: MediaInput | None = None,
         image: MediaInput | None = None,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
     ) -> list[str]:
         """``num_samples`` texts, each ``prompt`` and its new text; sample ``i`` is drawn with seed
         ``seed + i``, as ``omniformer-generate`` does.
@@ -182,9 +186,12 @@ class Model:
         starting with ``prompt`` (characters of its vocabulary; often empty); it stops at end of text.
 
         ``temperature=0`` is greedy (``None``: 0.8 for a language model, greedy for a prefix LM);
-        ``top_k`` 0 or ``None`` keeps the full distribution; ``max_new_tokens`` ``None`` is 300 for
-        a language model and the longest training text for a prefix LM; ``context_len`` caps the
-        tokens a language model sees (default: the training block size).
+        ``top_k`` 0 or ``None`` keeps the full distribution; ``top_p`` (nucleus) keeps the most likely
+        tokens holding that probability mass (``None`` or 1: all); ``stop`` (a string or several)
+        ends the new text before the first one in it; ``max_new_tokens`` ``None`` is 300 for a
+        language model and the longest training text for a prefix LM; ``context_len`` caps the
+        tokens a language model sees (default: the training block size). :meth:`stream` gives a
+        language model's text piece by piece.
 
         Raises:
             ValueError: an invalid sampling setting (naming it); ``audio``/``image`` given to a model
@@ -192,6 +199,7 @@ class Model:
                 outside the vocabulary; a prefix longer than ``model.max_seq_len``.
             FileNotFoundError: an input file that does not exist (naming it).
         """
+        stops = check_stop(stop)
         media = self._media_argument(audio, image)
         if media is not None or self.kind == PREFIX_LM:
             if context_len is not None:
@@ -200,38 +208,67 @@ class Model:
                     "model.max_seq_len); leave context_len unset"
                 )
             temperature = 0.0 if temperature is None else temperature
-            check_generation(temperature, top_k, max_new_tokens or 1, num_samples, None)
+            check_generation(temperature, top_k, max_new_tokens or 1, num_samples, None, top_p)
             if media is None:
                 raise ValueError(
                     f"{self.source} is a prefix LM that writes the text of {self.modality}: give "
                     f"{self.modality}=<file> (and, optionally, prompt= to start its text)"
                 )
+            settings = (max_new_tokens, temperature, top_k)
             return [
-                prompt + self._write_after([media], prompt, max_new_tokens, temperature, top_k, seed + i)[0]
+                prompt + cut_at_stop(self._write_after([media], prompt, *settings, seed + i, top_p)[0], stops)
                 for i in range(num_samples)
             ]
+        args = self._lm_args(max_new_tokens, temperature, top_k, num_samples, context_len, top_p, stops)
+        return [sample_text(self.net, self.vocab, prompt, seed=seed + i, **args) for i in range(num_samples)]
+
+    def stream(
+        self,
+        prompt: str = "",
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = 200,
+        seed: int = 1337,
+        context_len: int | None = None,
+        *,
+        top_p: float | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> Iterator[str]:
+        """A language model's new text after ``prompt``, in pieces as its tokens are drawn (settings as
+        :meth:`generate`; checked before the first piece): ``prompt + "".join(model.stream(prompt,
+        seed=s))`` is ``model.generate(prompt, seed=s)[0]``. A piece waits for the next token when its
+        text could be the start of a ``stop`` string or ends inside a character."""
+        self._require(LANGUAGE_MODEL, "stream")
+        args = self._lm_args(max_new_tokens, temperature, top_k, 1, context_len, top_p, check_stop(stop))
+        return stream_text(self.net, self.vocab, prompt, seed=seed, **args)
+
+    def _lm_args(
+        self,
+        max_new_tokens: int | None,
+        temperature: float | None,
+        top_k: int | None,
+        num_samples: int,
+        context_len: int | None,
+        top_p: float | None,
+        stop: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """A language model's sampling arguments (:func:`omniformer.sampling.stream_text`), defaults
+        filled in and every setting checked."""
         self._require(LANGUAGE_MODEL, "generate")
         max_new_tokens = LM_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
         temperature = LM_TEMPERATURE if temperature is None else temperature
-        check_generation(temperature, top_k, max_new_tokens, num_samples, context_len)
+        check_generation(temperature, top_k, max_new_tokens, num_samples, context_len, top_p)
         window = context_len or self.config.get("context_len")
-        vocab = self.vocab
-        head = self.config["head"]
-        return [
-            sample_text(
-                self.net,
-                vocab,
-                prompt,
-                max_new_tokens,
-                temperature,
-                top_k,
-                seed + i,
-                self.modality,
-                head,
-                window,
-            )
-            for i in range(num_samples)
-        ]
+        return dict(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            modality=self.modality,
+            head=self.head,
+            window=window,
+        )
 
     @torch.no_grad()
     def transcribe(
@@ -312,6 +349,7 @@ class Model:
         temperature: float,
         top_k: int | None,
         seed: int,
+        top_p: float | None = None,
     ) -> list[str]:
         """One batch of a prefix LM: per input, the text written after its prefix and ``prompt``."""
         self._require(PREFIX_LM, "generating after a prefix")
@@ -326,7 +364,8 @@ class Model:
             text_modality=self.config.get("text_modality", "text"),
             longest_text=self.config.get("max_new_tokens"),
         )
-        return writer.write(self.read_media(inputs), inputs, prompt, max_new_tokens, temperature, top_k, seed)
+        items = self.read_media(inputs)
+        return writer.write(items, inputs, prompt, max_new_tokens, temperature, top_k, seed, top_p)
 
     @property
     def vocab(self):
@@ -340,30 +379,9 @@ class Model:
         return self._vocab
 
     def example_inputs(self, batch_size: int = 2, seed: int = 0) -> tuple[Tensor, ...]:
-        """A seeded synthetic batch of the model's input shape, for :meth:`logits` (pixels for an
-        image tokenizer, one second of waveform for an audio one, ids for a text one).
-
-        Raises:
-            ValueError: a tokenizer whose input shape its config does not state (a plug-in's).
-        """
-        tokenizer = self.config["model"]["tokenizers"][self.modality]
-        generator = torch.Generator().manual_seed(seed)
-        if "in_channels" in tokenizer and "image_size" in tokenizer:
-            size = tokenizer["image_size"]
-            height, width = (size, size) if isinstance(size, int) else size
-            shape = (batch_size, tokenizer["in_channels"], height, width)
-            return (torch.randn(shape, generator=generator),)
-        if "sample_rate" in tokenizer:
-            return (0.1 * torch.randn(batch_size, int(tokenizer["sample_rate"]), generator=generator),)
-        if "vocab_size" in tokenizer:
-            length = min(int(self.config.get("context_len") or 16), 16)
-            return (
-                torch.randint(0, int(tokenizer["vocab_size"]), (batch_size, length), generator=generator),
-            )
-        raise ValueError(
-            f"{self.source}: cannot make an example input for tokenizer {tokenizer.get('_target_')} "
-            "(its config states no image, audio or vocabulary size); give input files instead"
-        )
+        """A seeded synthetic batch of the model's input shape, for :meth:`logits`
+        (:func:`omniformer.model_spec.example_inputs`)."""
+        return example_inputs(self.config, self.source, batch_size, seed)
 
     def to(self, device: str | torch.device) -> Model:
         """Move the network to ``device``; returns the model."""
@@ -378,19 +396,3 @@ class Model:
             f"{self.source} was trained as {self.config.get('task', self.kind)}, {article}, not "
             f"{wanted}: {what} needs {wanted}; use {use}"
         )
-
-
-def check_generation(
-    temperature: float, top_k: int | None, max_new_tokens: int, num_samples: int, context_len: int | None
-) -> None:
-    """One clear error naming the setting when a sampling setting is invalid."""
-    check_sampling(temperature, top_k, max_new_tokens)
-    if context_len is not None and (
-        isinstance(context_len, bool) or not isinstance(context_len, int) or context_len < 2
-    ):
-        raise ValueError(
-            f"context_len={context_len!r}: give a whole number of tokens >= 2 (the model needs two to "
-            "predict from), or null for the training block size"
-        )
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples={num_samples!r}: give a whole number >= 1")

@@ -162,3 +162,32 @@ def build_input_reader(inputs: Mapping[str, Any], folder: str | Path, artifacts:
     if not hasattr(reader, "load_inputs"):
         raise ValueError(f"{type(reader).__name__} cannot read input files for prediction")
     return reader
+
+
+def example_inputs(
+    config: Mapping[str, Any], source: str | Path, batch_size: int = 2, seed: int = 0
+) -> tuple:
+    """A seeded synthetic batch of the input shape of the model ``config`` describes (pixels for an
+    image tokenizer, one second of waveform for an audio one, ids for a text one).
+
+    Raises:
+        ValueError: a tokenizer whose input shape its config does not state (a plug-in's).
+    """
+    import torch
+
+    tokenizer = config["model"]["tokenizers"][config["modality"]]
+    generator = torch.Generator().manual_seed(seed)
+    if "in_channels" in tokenizer and "image_size" in tokenizer:
+        size = tokenizer["image_size"]
+        height, width = (size, size) if isinstance(size, int) else size
+        shape = (batch_size, tokenizer["in_channels"], height, width)
+        return (torch.randn(shape, generator=generator),)
+    if "sample_rate" in tokenizer:
+        return (0.1 * torch.randn(batch_size, int(tokenizer["sample_rate"]), generator=generator),)
+    if "vocab_size" in tokenizer:
+        length = min(int(config.get("context_len") or 16), 16)
+        return (torch.randint(0, int(tokenizer["vocab_size"]), (batch_size, length), generator=generator),)
+    raise ValueError(
+        f"{source}: cannot make an example input for tokenizer {tokenizer.get('_target_')} "
+        "(its config states no image, audio or vocabulary size); give input files instead"
+    )

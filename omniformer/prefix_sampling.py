@@ -3,7 +3,7 @@
 The prefix (audio frames, image patches, with their markers: :func:`omniformer.sequence.compose`) and
 any text prompt are prefilled in one backbone call, the prefix read bidirectionally; each new token
 then costs one position, at the rotary position after the row's last token. Sampling itself
-(greedy, temperature, top-k) is :func:`omniformer.sampling.sample_next`.
+(greedy, temperature, top-k, top-p) is :func:`omniformer.sampling.sample_next`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def generate_after_prefix(
     head: str = "lm",
     stop_id: int | None = None,
     generator: torch.Generator | None = None,
+    top_p: float | None = None,
 ) -> Tensor:
     """Text ids written after ``prefix``: ``text_ids`` (``B×L`` prompt, ``L`` may be 0) and up to
     ``max_new_tokens`` sampled ids, ``B×(L+new)``.
@@ -61,6 +62,7 @@ def generate_after_prefix(
         markers: the sequence markers that name ``text_modality``'s id.
         temperature: 0 = greedy; otherwise sampling at this temperature.
         top_k: sample among the ``k`` most likely ids (``None`` or 0 = all).
+        top_p: then among the most likely ids holding this probability mass (``None`` or 1 = all).
         stop_id: an id that ends a row (e.g. end of text); rows that ended repeat it, and generation
             stops once every row has.
         generator: random generator for sampling.
@@ -70,7 +72,7 @@ def generate_after_prefix(
             f"text_ids must be B×L with B={prefix.x.shape[0]} rows like the prefix, "
             f"got shape {tuple(text_ids.shape)}"
         )
-    check_sampling(temperature, top_k, max_new_tokens)
+    check_sampling(temperature, top_k, max_new_tokens, top_p)
     backbone, tokenizer = net.backbone, net.tokenizers[text_modality]
     prompt_len = text_ids.shape[1]
     check_room(prefix.x.shape[1], prompt_len, max_new_tokens, backbone.max_seq_len)
@@ -87,7 +89,7 @@ def generate_after_prefix(
     logits = net.heads[head](backbone(sequence, causal=True, cache=cache), sequence)[:, -1]
     out, done = text_ids, torch.zeros(text_ids.shape[0], dtype=torch.bool, device=text_ids.device)
     for step in range(max_new_tokens):
-        nxt = sample_next(logits, temperature, top_k, generator)
+        nxt = sample_next(logits, temperature, top_k, generator, top_p)
         if stop_id is not None:
             nxt = nxt.masked_fill(done[:, None], stop_id)
             done = done | (nxt[:, 0] == stop_id)

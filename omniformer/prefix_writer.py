@@ -100,6 +100,7 @@ class PrefixWriter:
         temperature: float,
         top_k: int | None,
         seed: int,
+        top_p: float | None = None,
     ) -> list[str]:
         """Per media item (read already; ``names`` are what errors call them), the text written after
         its prefix and ``prompt`` (without the prompt), up to end of text; ``max_new_tokens`` ``None``
@@ -126,6 +127,7 @@ class PrefixWriter:
             markers=self.net.markers,
             temperature=temperature,
             top_k=top_k or None,
+            top_p=top_p,
             text_modality=self.text_modality,
             head=self.head,
             stop_id=self.eos_id,

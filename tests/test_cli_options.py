@@ -61,6 +61,11 @@ def test_the_cli_samples_with_top_k_zero(trained):
         ("context_len", 1),
         ("context_len", -4),
         ("num_samples", 0),
+        ("top_p", 0),
+        ("top_p", 1.5),
+        ("top_p", "high"),
+        ("stop", ""),
+        ("stop", ["\n", ""]),
     ],
 )
 def test_bad_sampling_settings_fail_naming_the_key(setting, value, trained):
@@ -85,6 +90,9 @@ def sampled_with(monkeypatch) -> list[dict]:
         modality="text",
         head="lm",
         window=None,
+        *,
+        top_p=None,
+        stop=(),
     ):
         calls.append({"context_len": window, "top_k": top_k, "temperature": temperature})
         return prompt
