@@ -6,13 +6,17 @@ omniformer-predict ckpt=... inputs='[clip.wav]' top_k=3
 omniformer-predict ckpt=models/digits inputs='[seven.png]'          # a model folder (omniformer-export)
 omniformer-predict ckpt=... inputs='[...]' allow_targets='[my_plugin]'   # a plug-in modality's checkpoint
 omniformer-predict ckpt=<prefix LM>/best.ckpt inputs='[a.wav, b.wav]'  # prints "a.wav: three nine two"
+omniformer-predict ckpt=... inputs='[a.png, b.png]' output=preds.csv      # or preds.jsonl / preds.json
 
 A classifier prints ``file: label prob, ...`` per input. A prefix LM prints ``file: text`` per input:
 the files are read as its training data read media (``media.json`` in the checkpoint), batched with
 their lengths (padding masked, so each text is the one the file gives alone) and transcribed
-greedily, as validation did. The model is rebuilt from the checkpoint's stored config, checked
-first (:mod:`omniformer.trusted_config`): ``allow_targets`` names plug-in packages it may also
-build from.
+greedily, as validation did. ``output=`` writes one row per input to a file instead (the format from
+its suffix, ``.jsonl``, ``.json`` or ``.csv``, or ``format=``): the input, the top label and its
+probability, and the top-k labels with probabilities (flattened into ``label_i, prob_i`` columns
+in CSV), or a prefix LM's text (:mod:`omniformer.prediction_files`). The model is rebuilt from the
+checkpoint's stored config, checked first (:mod:`omniformer.trusted_config`): ``allow_targets``
+names plug-in packages it may also build from.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from omniformer.api import load
 from omniformer.known_warnings import silence_known_warnings
 from omniformer.model_spec import PREFIX_LM
+from omniformer.prediction_files import output_format, write_predictions
 
 
 def predict(
@@ -58,10 +63,21 @@ def predict(
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Print one line per input: the top-k labels and probabilities, or the text."""
+    """Print one line per input: the top-k labels and probabilities, or the text; with ``output=``,
+    write them to that file instead (:mod:`omniformer.prediction_files`)."""
     silence_known_warnings()
+    output, format = cfg.get("output"), cfg.get("format")
+    if output is not None:
+        output_format(output, format)  # a bad path fails before the model is loaded
+    elif format is not None:
+        raise ValueError(f"format={format}: give output=<file> too (format= says how to write it)")
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    for row in predict(cfg.ckpt, list(cfg.inputs), cfg.top_k, data, cfg.get("allow_targets")):
+    rows = predict(cfg.ckpt, list(cfg.inputs), cfg.top_k, data, cfg.get("allow_targets"))
+    if output is not None:
+        path = write_predictions(rows, output, format)
+        print(f"{len(rows)} predictions written to {path}")
+        return
+    for row in rows:
         if "text" in row:
             print(f"{row['input']}: {row['text']}")
             continue
