@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -278,7 +279,9 @@ class Throughput(L.Callback):
     """Measures training time, data-wait time and items processed (tokens or samples).
 
     ``items`` per batch is the number of elements of the batch's target tensor (the last element of
-    a tuple batch): tokens for language modelling, samples for classification.
+    a tuple batch): tokens for language modelling, samples for classification. A multi-task batch
+    (``{member: batch}``) counts samples, the rows of each present member's batch: its members'
+    tokens and images are not one unit.
     """
 
     def __init__(self) -> None:
@@ -291,8 +294,15 @@ class Throughput(L.Callback):
 
     @staticmethod
     def _count(batch) -> int:
+        if isinstance(batch, Mapping):
+            return sum(Throughput._rows(part) for part in batch.values())
         target = batch[-1] if isinstance(batch, (tuple, list)) else batch
         return int(target.numel()) if isinstance(target, torch.Tensor) else 0
+
+    @staticmethod
+    def _rows(batch) -> int:
+        first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+        return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()

@@ -24,15 +24,16 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from omniformer.checkpoint import datamodule_from_checkpoint, load_checkpoint, task_from_checkpoint
 from omniformer.files import write_json
-from omniformer.known_warnings import silence_known_warnings
+from omniformer.known_warnings import known_warnings_silenced, silence_known_warnings
+from omniformer.results import format_value
 from omniformer.tasks.classification import ClassificationTask
 from omniformer.trusted_config import parse_allow_targets
+from omniformer.user_errors import reported_briefly
 from omniformer.viz import EXAMPLE_FIGURES
 from omniformer.viz.confusion import save_confusion_matrix
 
@@ -58,12 +59,16 @@ def evaluate(
     task = task_from_checkpoint(checkpoint, allowed, source=ckpt)
     datamodule = datamodule_from_checkpoint(checkpoint, data_overrides, allowed, source=ckpt)
     out = Path(out_dir) if out_dir else default_out_dir(ckpt)
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False)
     has_test = type(datamodule).test_dataloader is not L.LightningDataModule.test_dataloader
     if split == "test" and not has_test:
         raise ValueError(f"{type(datamodule).__name__} has no test split; use split=val")
-    run = trainer.test if split == "test" else trainer.validate
-    metrics = {k: round(float(v), 6) for k, v in run(task, datamodule=datamodule, verbose=True)[0].items()}
+    with known_warnings_silenced():
+        trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False)
+        run = trainer.test if split == "test" else trainer.validate
+        outputs = run(task, datamodule=datamodule, verbose=False)
+    # One dict per data loader (a multi-task model's members), each repeating the metrics logged at the
+    # end of the epoch: every metric once.
+    metrics = {k: round(float(v), 6) for output in outputs for k, v in output.items()}
     if isinstance(task, ClassificationTask) and figures:
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
         _classifier_figures(task, loader, out, trainer.strategy.root_device)
@@ -106,14 +111,13 @@ def main(cfg: DictConfig) -> None:
     """Evaluate a checkpoint and print where the report went."""
     silence_known_warnings()
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else None
-    try:
+    with reported_briefly():  # one sentence naming the file or key; HYDRA_FULL_ERROR=1 for the frames
         metrics = evaluate(
             cfg.ckpt, cfg.split, data, cfg.out_dir, cfg.figures, cfg.accelerator, cfg.get("allow_targets")
         )
-    except FileNotFoundError as err:  # one sentence naming the file; the frames would bury it
-        raise CompactHydraException(str(err)) from None
     for key, value in metrics.items():
-        print(f"{key}: {value:.4f}")
+        if f"{key}_weighted_sum" not in metrics:  # a multi-task model's summed loss, once, by its name
+            print(f"{key}: {format_value(key, value)}")
 
 
 if __name__ == "__main__":

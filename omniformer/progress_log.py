@@ -91,6 +91,10 @@ class ProgressLog(L.Callback):
         fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
         if not self.enabled or not fitting or not trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.split("/")[-1].startswith("val_")
+        }
+        if "val_loss_weighted_sum" in metrics:  # a multi-task run: the sum's own name, and each member's
+            metrics.pop("val_loss")
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         log.info("validation at step %d/%s: %s", trainer.global_step, self._shown_total(), shown or "-")

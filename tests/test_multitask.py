@@ -3,6 +3,7 @@ per-task heads, per-task metrics, checkpoints, config composition and bad input.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import lightning as L
@@ -584,6 +585,15 @@ def test_multitask_cli_on_text_images_and_audio(tmp_path):
     for part in ("tokenizers.text", "tokenizers.image", "tokenizers.audio", "heads.text_lm", "heads.mnist"):
         assert any(k.startswith(f"net.{part}.") for k in state), part
     assert "mnist/classes.json" in checkpoint["omniformer"]["artifacts"]
+    # issue #17: samples counted, the summed loss named, the weights named, eval prints each metric once
+    assert results["samples_per_sec"] > 0  # was 0.0: a {member: batch} step counts its members' rows
+    assert results["val_loss_weighted_sum"] == results["val_loss"]
+    assert results["weights"]["mnist/val_acc"] == "last weights (step 6)"
+    assert results["weights"]["mnist/test_acc"].startswith("best.ckpt (step ")
+    proc = run_main("omniformer.evaluate", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", "figures=false")
+    printed = [line.split(": ")[0] for line in proc.stdout.splitlines() if re.match(r"^[\w/]+: ", line)]
+    assert "mnist/test_acc" in printed and len(printed) == len(set(printed))
+    assert "test_loss_weighted_sum" in printed and "test_loss" not in printed
 
 
 def test_multitask_cli_refuses_bad_weights_before_training(tmp_path):

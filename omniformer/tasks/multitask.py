@@ -11,7 +11,8 @@ step with sampled mixing, every member with ``data.sampling=all``); a step's los
 prefix-LM member, :class:`~omniformer.tasks.objectives.PrefixLMLoss` with generation settings, also
 writes every item's text and logs ``<member>/val_exact``, ``val_cer``, ``val_wer`` as
 :class:`~omniformer.tasks.prefix_lm.PrefixLMTask` does), and ``val_loss`` = the same weighted sum of
-the members' validation losses. How the members share the
+the members' validation losses (the metric checkpoints monitor; also logged as
+``val_loss_weighted_sum``, the name results show). How the members share the
 optimizer (``balance``) is :mod:`omniformer.tasks.balancing`'s business.
 
 Multi-task learning across modalities on one network: Kaiser et al. 2017 ("One Model To Learn
@@ -364,8 +365,9 @@ class MultiTaskTask(OmniTask):
             weighted = member.loss_weight * loss
             total = weighted if total is None else total + weighted
             seen = True
-        if seen:
+        if seen:  # `val_loss` is what checkpoints monitor; the name that says what it is, for readers
             self.log(f"{split}_loss", total, prog_bar=(split == "val"), add_dataloader_idx=False)
+            self.log(f"{split}_loss_weighted_sum", total, add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
