@@ -125,7 +125,9 @@ def fit(
 
     The config schemas are registered and composed for you; the run is the command's own
     (:func:`omniformer.train.run`), so checkpoints, ``results.json`` and the vocabulary land in
-    ``run_dir`` as they would from the command line.
+    ``run_dir`` as they would from the command line. A ``run_dir`` that already holds a run is
+    refused (:class:`~omniformer.run_folders.RunFolderUsed`) unless the overrides continue it
+    (``ckpt_path=last``).
     """
     from omniformer.train import compose_run, train
 

@@ -314,7 +314,8 @@ except ImportError:  # pragma: no cover - Hydra is a dependency; this keeps the 
 
 
 class RunFolderGuard(_HydraCallback):
-    """Hydra callback: before Hydra writes into the run folder, check it and take its lock.
+    """Hydra callback: before Hydra writes into the run folder, check it, take its lock and refuse a
+    new run into a folder that holds an earlier one (:func:`omniformer.run_folders.check_new_run`).
 
     ``hydra.callbacks.run_folder._target_: omniformer.run_lock.RunFolderGuard`` in ``conf/train.yaml``.
     A multirun's job folders are new by construction; there only the sweep folder is checked here
@@ -325,14 +326,20 @@ class RunFolderGuard(_HydraCallback):
     """
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from omniformer.run_folders import check_new_run
+
         folder = Path(os.path.abspath(str(config.hydra.run.dir))).resolve()  # as Hydra's run_job does
         try:
             if leads_launch():
                 if folder not in _HELD:
                     _HELD[folder] = RunFolderLock(folder).acquire()
+                check_new_run(folder, config.get("ckpt_path"))  # before Hydra rewrites its .hydra/
             else:
                 prepare_run_folder(folder)
         except RunFolderError as err:
+            lock = _HELD.pop(folder, None)
+            if lock is not None:
+                lock.release()
             _refuse(err)
 
     def on_run_end(self, config: Any, **kwargs: Any) -> None:

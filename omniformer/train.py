@@ -27,21 +27,22 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from omniformer.callbacks import NonFiniteLossError, RunInfo, StepSeed, Throughput
 from omniformer.checkpoint_io import AtomicCheckpointIO
-from omniformer.config import ConfigError, check_train_config, register_schemas
-from omniformer.files import WriteError, atomic_write_text
+from omniformer.config import check_train_config, register_schemas
+from omniformer.files import atomic_write_text
 from omniformer.known_warnings import silence_known_warnings
 from omniformer.launch import check_launch, is_rank_zero
+from omniformer.loggers import build_loggers, log_config
 from omniformer.model_summary import ModelSummary
 from omniformer.results import final_results, last_checkpoint_note, print_summary, write_results
 from omniformer.resume import RestoreLoaderState
-from omniformer.run_lock import RunFolderError, hold_run_folder, prepare_run_folder
+from omniformer.run_folders import check_new_run, register_resolvers
+from omniformer.run_lock import hold_run_folder, prepare_run_folder
 from omniformer.run_resume import (
     check_resume_data,
     check_resume_task,
@@ -51,6 +52,7 @@ from omniformer.run_resume import (
     resume_command,
 )
 from omniformer.signals import GracefulStop, StopRequested
+from omniformer.user_errors import reported_briefly
 
 log = logging.getLogger("omniformer")
 
@@ -60,22 +62,20 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
 
 
-def build_loggers(cfg: DictConfig) -> list:
-    """Instantiate the configured loggers (a list)."""
-    return [instantiate(node) for node in (cfg.get("logger") or [])]
-
-
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit the configured task; return the metrics written to ``results.json``.
 
     Raises:
-        RunFolderError: ``run_dir`` cannot be written, or another run holds it (before anything else).
+        RunFolderError: ``run_dir`` cannot be written, another run holds it, or it holds an earlier run
+            and ``ckpt_path`` is not set (before anything else).
         ConfigError: the config is invalid (before any data is read).
         StopRequested: SIGTERM / SIGINT stopped training after saving ``last.ckpt``.
         NonFiniteLossError: a non-finite loss stopped training (``callbacks.nonfinite.action=stop``).
         WriteError: a checkpoint or result could not be written (full disk...).
     """
-    with hold_run_folder(run_dir):  # one run per folder, for the whole run (omniformer.run_lock)
+    with hold_run_folder(run_dir) as lock:  # one run per folder, for the whole run (omniformer.run_lock)
+        if lock is not None:  # the launch's leader: the ranks it starts write into the folder it checked
+            check_new_run(run_dir, cfg.get("ckpt_path"))
         return _train(cfg, run_dir)
 
 
@@ -130,6 +130,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     if resume is not None and trainer.is_global_zero:
         keep_log_history(trainer.loggers, resume.global_step)
+    log_config(trainer.loggers, config)  # after the kept history: it starts the writers
     start = time.perf_counter()
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -167,6 +168,7 @@ def compose_run(
     from hydra import compose, initialize_config_module
 
     register_schemas()
+    register_resolvers()  # ${latest_run:...} in presets
     silence_known_warnings()
     overrides = list(overrides or [])
     if run_dir is not None:
@@ -187,6 +189,7 @@ def main() -> float | None:
     """omniformer-train: compose the config from the command line, train; returns the monitored
     validation metric (for sweepers)."""
     register_schemas()  # the group files list them in their defaults; Hydra composes after this
+    register_resolvers()  # ${latest_run:...} in presets
     return _main()
 
 
@@ -200,11 +203,10 @@ def _main(cfg: DictConfig) -> float | None:
     fixed = hydra_cfg.mode == RunMode.MULTIRUN or any(
         o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra
     )
-    check_launch(run_dir, fixed)
     try:
-        results = train(cfg, run_dir)
-    except (RunFolderError, WriteError, ConfigError) as err:  # the message says it all; frames would bury it
-        raise CompactHydraException(str(err)) from None
+        with reported_briefly():  # a user error is one message; HYDRA_FULL_ERROR=1 shows the traceback
+            check_launch(run_dir, fixed)
+            results = train(cfg, run_dir)
     except StopRequested as stop:
         if is_rank_zero():
             where = f"Checkpoint: {stop.checkpoint}" if stop.checkpoint else "No checkpoint was written."

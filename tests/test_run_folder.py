@@ -23,6 +23,7 @@ import torch
 
 from omniformer.checkpoint import load_checkpoint
 from omniformer.files import WriteError, atomic_torch_save, atomic_write_text, stale_temporaries
+from omniformer.run_folders import RunFolderUsed
 from omniformer.run_lock import LOCK_NAME, RunFolderBusy, RunFolderError, RunFolderLock, hold_run_folder
 from omniformer.signals import StopRequested
 from omniformer.train import run
@@ -166,11 +167,31 @@ def test_a_copied_run_folder_resumes_from_its_own_latest_checkpoint(tmp_path, ca
     assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
-def test_a_fresh_run_into_a_used_folder_overwrites_last_ckpt_instead_of_adding_last_v1(tiny_lm_run, tmp_path):
+def test_a_new_run_into_a_folder_holding_a_run_is_refused_and_ckpt_path_continues_it(tiny_lm_run, tmp_path):
     copy_run(tiny_lm_run, tmp_path)  # a finished 3-step run
-    run([*LM, "trainer.max_steps=4"], tmp_path)  # no ckpt_path: a new run, same folder
+    with pytest.raises(RunFolderUsed) as caught:
+        run([*LM, "trainer.max_steps=4"], tmp_path)  # no ckpt_path: a new run, same folder
+    assert str(caught.value) == (
+        f"run folder {tmp_path.resolve()} already holds a run (checkpoints/, logs/, results.json); a new "
+        "run there would mix its files with the old ones. Continue that run with ckpt_path=last, or start "
+        "a new run in a fresh folder: leave hydra.run.dir unset (a new timestamped folder each run) or "
+        "give another hydra.run.dir"
+    )
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 3  # untouched
+    assert run([*LM, "trainer.max_steps=4", "ckpt_path=last"], tmp_path)["resumed_at_step"] == 3
+    assert run([*LM, "trainer.max_steps=5", "ckpt_path=auto"], tmp_path)["resumed_at_step"] == 4
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
+def test_the_cli_refuses_a_used_folder_before_hydra_rewrites_its_config(tmp_path):
+    run_main("omniformer.train", *SHORT, f"hydra.run.dir={tmp_path}")
+    overrides = (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    proc = run_main("omniformer.train", *SHORT, "seed=7", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"run folder {tmp_path} already holds a run (checkpoints/, logs/, results.json)" in proc.stderr
+    assert "Continue that run with ckpt_path=last" in proc.stderr
+    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == overrides  # the first run's, kept
+    assert not (tmp_path / ".run.lock").exists()
 
 
 # -- a full disk, an unwritable folder -------------------------------------------------------------------
