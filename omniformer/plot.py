@@ -1,24 +1,35 @@
-"""omniformer-plot: training curves of a run as PNG files.
+"""omniformer-plot: training curves of a run as PNG files, or of several runs (a sweep) overlaid.
 
     omniformer-plot outputs/2026-11-29/12-00-00            # → outputs/.../plots/*.png
     omniformer-plot outputs/<run> --out /tmp/figures
+    omniformer-plot multirun/2026-11-29/12-00-00           # a sweep: every job, one line each
+    omniformer-plot outputs/<run a> outputs/<run b>        # several runs → <their common folder>/plots
 
 Reads the run's ``logs/metrics.csv`` (Lightning's ``CSVLogger``, omniformer-train's default logger)
 and draws one figure per group of metrics that was logged: loss (train and validation),
 accuracy / F1, perplexity, learning rate, gradient norm. When the run used
 ``callbacks=diagnostics``, the residual-contribution heatmap is redrawn from
 ``diagnostics/residual.json`` too.
+
+Given a sweep folder (``omniformer-train --multirun``; its jobs are the folders below it with
+``.hydra/overrides.yaml``) or several run folders, it draws one figure per metric instead
+(``val_loss.png``, ``train_loss.png``, ``lr-AdamW.png``...) with one line per run, labelled by the
+overrides that differ between the runs (:func:`omniformer.sweep.run_labels`); the figures go to
+``<sweep>/plots``, or the folder holding all the runs, unless ``--out`` says otherwise. A run with
+no logged metrics yet (a job that failed early) is left out with a note.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from omniformer.viz.curves import plot_residual_heatmap, plot_run_curves
+from omniformer.sweep import run_labels, sweep_runs
+from omniformer.viz.curves import plot_overlay, plot_residual_heatmap, plot_run_curves
 
 
 def find_metrics(run_dir: Path) -> Path:
@@ -56,16 +67,77 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     return written
 
 
+def is_sweep(folder: Path) -> bool:
+    """Whether ``folder`` is a sweep folder (``multirun.yaml``, or run folders below it and no
+    ``logs/`` of its own) rather than one run."""
+    if (folder / "multirun.yaml").is_file():
+        return True
+    return not (folder / "logs").is_dir() and bool(sweep_runs(folder))
+
+
+def plot_runs(
+    folders: Sequence[str | Path], out_dir: str | Path | None = None, notes=sys.stderr
+) -> list[Path]:
+    """One run's figures (:func:`plot_run`), or, for a sweep folder or several folders (sweeps are
+    expanded into their jobs), the runs overlaid (:func:`omniformer.viz.curves.plot_overlay`) in
+    ``out_dir`` (default: ``<sweep>/plots``, or ``plots`` in the folder holding every run)."""
+    folders = [Path(f).expanduser() for f in folders]
+    if not folders:
+        raise ValueError("give a run folder, a sweep folder or several run folders")
+    for folder in folders:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"run folder {folder} does not exist")
+    if len(folders) == 1 and not is_sweep(folders[0]):
+        return plot_run(folders[0], out_dir)
+    runs = [run for folder in folders for run in (sweep_runs(folder) if is_sweep(folder) else [folder])]
+    metrics = {}
+    for run in runs:
+        try:
+            metrics[run] = find_metrics(run)
+        except FileNotFoundError as err:
+            print(f"omniformer-plot: left out {run}: {err}", file=notes)
+    if not metrics:
+        raise FileNotFoundError(f"none of {', '.join(map(str, folders))} holds a run with logged metrics")
+    labels = unique_labels(run_labels(list(metrics)))
+    if out_dir is None:
+        common = Path(os.path.commonpath([str(f.resolve()) for f in folders]))
+        out_dir = (common if common.is_dir() and len(folders) > 1 else folders[0]) / "plots"
+    written = plot_overlay({labels[run]: path for run, path in metrics.items()}, Path(out_dir).expanduser())
+    if not written:
+        raise ValueError(
+            "the runs' metrics.csv files have no loss, accuracy, learning-rate or gradient-norm column"
+        )
+    return written
+
+
+def unique_labels(labels: dict[Path, str]) -> dict[Path, str]:
+    """``labels`` with the folder added to a label two runs share."""
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {run: label if counts[label] == 1 else f"{label} ({run})" for run, label in labels.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``omniformer-plot``; prints the files written."""
     parser = argparse.ArgumentParser(
-        prog="omniformer-plot", description="Draw a run's training curves (loss, accuracy, lr) as PNG files."
+        prog="omniformer-plot",
+        description="Draw a run's training curves (loss, accuracy, lr) as PNG files; given a sweep folder "
+        "or several runs, overlay them (one line per run, labelled by its overrides).",
     )
-    parser.add_argument("run_dir", help="a run folder written by omniformer-train (holds logs/metrics.csv)")
-    parser.add_argument("--out", default=None, help="where the PNG files go (default: <run_dir>/plots)")
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="run_dir",
+        help="a run folder written by omniformer-train (holds logs/metrics.csv), a sweep folder "
+        "(--multirun), or several run folders",
+    )
+    parser.add_argument(
+        "--out", default=None, help="where the PNG files go (default: <run_dir>/plots, <sweep>/plots)"
+    )
     args = parser.parse_args(argv)
     try:
-        written = plot_run(args.run_dir, args.out)
+        written = plot_runs(args.run_dirs, args.out)
     except (FileNotFoundError, ValueError) as err:
         print(f"omniformer-plot: error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 * :func:`plot_run_curves` — loss / accuracy / perplexity / learning-rate / gradient-norm curves from a
   run's ``logs/metrics.csv`` (what ``omniformer-plot`` draws);
+* :func:`plot_overlay` — the same curves of several runs (a sweep) on common axes, one line per run;
 * :func:`plot_residual_heatmap` — how much each block changes the residual stream over training
   (the :class:`~omniformer.diagnostics.ResidualDiagnostics` history);
 * :func:`plot_scaling` — benchmark step time and throughput over batch size and sequence length.
@@ -111,6 +112,21 @@ def plot_run_curves(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
         series = {name: data for name, data in sorted(columns.items()) if wanted(name)}
         if series:
             written.append(line_plot(series, Path(out_dir) / f"{stem}.png", title, "step", ylabel, logy))
+    return written
+
+
+def plot_overlay(metrics: Mapping[str, str | Path], out_dir: str | Path) -> list[Path]:
+    """Several runs on common axes: one PNG per metric of :data:`CURVE_GROUPS` (``val_loss.png``,
+    ``lr-AdamW.png``...), one line per run; ``metrics`` maps a run's label to its ``metrics.csv``."""
+    columns = {label: read_metrics_csv(path) for label, path in metrics.items()}
+    names = sorted({name for logged in columns.values() for name in logged})
+    written, drawn = [], set()
+    for _, title, ylabel, logy, wanted in CURVE_GROUPS:
+        for name in [n for n in names if wanted(n) and n not in drawn]:
+            drawn.add(name)
+            series = {label: logged[name] for label, logged in columns.items() if name in logged}
+            path = Path(out_dir) / f"{name.replace('/', '_')}.png"  # mnist/val_acc, lr-AdamW/pg1
+            written.append(line_plot(series, path, f"{title}: {name}", "step", ylabel, logy))
     return written
 
 
