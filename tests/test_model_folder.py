@@ -284,9 +284,10 @@ def test_export_cli_writes_a_folder_and_refuses_an_existing_out(checkpoints, tmp
     assert f"wrote {out}" in proc.stdout
     assert f"checked against {checkpoints['image']}: max |output difference| 0" in proc.stdout
     assert omniformer.load(out).kind == "classifier"
-    again = entry_point("omniformer.export", f"ckpt={checkpoints['image']}", f"out={out}", check=False)
+    # The refusal and the overwrite in process (the command's main(), without a second Python start-up).
+    again = run_main("omniformer.export", f"ckpt={checkpoints['image']}", f"out={out}", check=False)
     assert again.returncode != 0 and f"out={out} exists" in again.stderr and "overwrite=true" in again.stderr
-    entry_point("omniformer.export", f"ckpt={checkpoints['image']}", f"out={out}", "overwrite=true")
+    run_main("omniformer.export", f"ckpt={checkpoints['image']}", f"out={out}", "overwrite=true")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]  # no staging folder left
 
 
