@@ -12,14 +12,14 @@ image with a prefix LM (task=prefix_lm: experiment=transcribe_digits, experiment
 ``top_k=null`` samples from the full distribution; ``top_p`` (nucleus sampling, after ``top_k``)
 keeps the most likely tokens holding that probability mass (1 or null: all); ``stop`` (a string or a
 list; ``\\n``, ``\\t`` and ``\\\\`` in it are a new line, a tab and a backslash) ends the new text
-before the first stop string in it (the prompt is not searched);
-``max_new_tokens`` defaults to 300 for a language model and to the longest training text for a
-prefix LM, which stops at end of text; ``context_len`` caps the tokens a language model sees
-(default: the training block size). ``stream=true`` prints a language model's text token by token
-as it is drawn (the same text as without it, for the same seed; a prefix LM's text is printed when
-written). ``prompt_file`` reads the prompt from a UTF-8 file, as it is (a final new line is part of
-it). ``interactive=true`` loads the model once and reads prompts from standard input, one per line,
-until an empty line or end of input. A prefix LM reads ``audio=`` / ``image=`` files as its training
+before the first stop string in it (the prompt is not searched); ``max_new_tokens`` defaults to 300
+for a language model and to the longest training text for a prefix LM, which stops at end of text;
+``context_len`` caps the tokens a language model sees (default: the training block size).
+``stream=true`` prints a language model's text token by token as it is drawn (the same text as
+without it, for the same seed; a prefix LM's text is printed when written). ``prompt_file`` reads
+the prompt from a UTF-8 file, as it is (a final new line is part of it). ``interactive=true`` loads
+the model once and reads prompts from standard input, one per line, until an empty line or end of
+input. A prefix LM reads ``audio=`` / ``image=`` files as its training
 data read media (rate, channels, height, normalisation: ``media.json`` in the checkpoint), and
 ``prompt=`` is the start of the text it writes (characters of its vocabulary). ``ckpt`` may also be
 a model folder (omniformer-export). The model is rebuilt from the stored config, checked first
@@ -206,10 +206,18 @@ def interact(
 
 @hydra.main(config_path="conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Print generated samples (or answer prompts from standard input, ``interactive=true``)."""
+    """Print generated samples (or answer prompts from standard input, ``interactive=true``); a bad
+    setting or file is one message (``HYDRA_FULL_ERROR=1`` for the traceback)."""
     from omniformer.known_warnings import silence_known_warnings
+    from omniformer.user_errors import reported_briefly
 
     silence_known_warnings()
+    with reported_briefly():
+        run(cfg)
+
+
+def run(cfg: DictConfig) -> None:
+    """``omniformer-generate`` with the composed config ``cfg``."""
     stop = cfg.get("stop")
     stop = [unescape(s) for s in OmegaConf.to_container(stop)] if OmegaConf.is_list(stop) else stop
     stop = unescape(stop) if isinstance(stop, str) else stop
@@ -235,8 +243,8 @@ def main(cfg: DictConfig) -> None:
     stream = bool(cfg.get("stream"))
     if interactive:
         if model.kind != LANGUAGE_MODEL or any(v is not None for v in media.values()):
-            what = "audio=/image= was given" if model.kind == LANGUAGE_MODEL else f"{model.source} is "
-            what += "" if model.kind == LANGUAGE_MODEL else KIND_NAMES[model.kind]
+            lm = model.kind == LANGUAGE_MODEL
+            what = "audio=/image= was given" if lm else f"{model.source} is {KIND_NAMES[model.kind]}"
             raise ValueError(
                 f"interactive=true: {what}; only a language model answers prompts typed one per line "
                 "(a prefix LM writes the text of one audio=/image= file per command)"

@@ -27,6 +27,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from omniformer.sweep import run_labels, sweep_runs
 from omniformer.viz.curves import plot_overlay, plot_residual_heatmap, plot_run_curves
@@ -76,7 +77,7 @@ def is_sweep(folder: Path) -> bool:
 
 
 def plot_runs(
-    folders: Sequence[str | Path], out_dir: str | Path | None = None, notes=sys.stderr
+    folders: Sequence[str | Path], out_dir: str | Path | None = None, notes: TextIO | None = None
 ) -> list[Path]:
     """One run's figures (:func:`plot_run`), or, for a sweep folder or several folders (sweeps are
     expanded into their jobs), the runs overlaid (:func:`omniformer.viz.curves.plot_overlay`) in
@@ -95,7 +96,7 @@ def plot_runs(
         try:
             metrics[run] = find_metrics(run)
         except FileNotFoundError as err:
-            print(f"omniformer-plot: left out {run}: {err}", file=notes)
+            print(f"omniformer-plot: left out {run}: {err}", file=notes or sys.stderr)
     if not metrics:
         raise FileNotFoundError(f"none of {', '.join(map(str, folders))} holds a run with logged metrics")
     labels = unique_labels(run_labels(list(metrics)))

@@ -31,6 +31,7 @@ from omniformer.api import load
 from omniformer.known_warnings import silence_known_warnings
 from omniformer.model_spec import PREFIX_LM
 from omniformer.prediction_files import output_format, write_predictions
+from omniformer.user_errors import reported_briefly
 
 
 def predict(
@@ -66,6 +67,12 @@ def main(cfg: DictConfig) -> None:
     """Print one line per input: the top-k labels and probabilities, or the text; with ``output=``,
     write them to that file instead (:mod:`omniformer.prediction_files`)."""
     silence_known_warnings()
+    with reported_briefly():  # one message naming the file or key; HYDRA_FULL_ERROR=1 for the frames
+        run(cfg)
+
+
+def run(cfg: DictConfig) -> None:
+    """``omniformer-predict`` with the composed config ``cfg``."""
     output, format = cfg.get("output"), cfg.get("format")
     if output is not None:
         output_format(output, format)  # a bad path fails before the model is loaded

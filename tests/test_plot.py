@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from omniformer.plot import main, plot_run
+from omniformer.plot import main, plot_run, plot_runs
+from omniformer.sweep import run_labels
 from omniformer.viz.curves import plot_scaling, read_metrics_csv
 from tests.helpers.runs import run_main
 
@@ -105,3 +106,51 @@ def test_train_with_diagnostics_then_plot(tmp_path):
     for name in ("loss.png", "learning_rate.png", "grad_norm.png", "residual_heatmap.png"):
         assert name in proc.stdout
         check_png(run / "plots" / name)
+
+
+# -- several runs overlaid (issue #17) -------------------------------------------------------------------
+def sweep_job(folder, overrides: list[str], scale: float = 1.0):
+    """A run folder as a multirun job leaves it: its overrides and a metrics.csv (losses times scale)."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if scale:
+        (folder / "logs").mkdir()
+        rows = METRICS.replace("4.1", str(4.1 * scale)).replace("3.0", str(3.0 * scale))
+        (folder / "logs" / "metrics.csv").write_text(rows)
+    return folder
+
+
+def test_a_sweep_folder_is_drawn_one_figure_per_metric_one_line_per_run(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for job, lr in enumerate(["0.001", "0.0003"]):
+        sweep_job(sweep / str(job), ["model.depth=1", f"optim.lr={lr}"], scale=1 + job)
+    sweep_job(sweep / "2", ["model.depth=1", "optim.lr=0.1"], scale=0)  # failed before logging
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr()
+    assert "left out" in out.err and str(sweep / "2") in out.err
+    names = sorted(p.name for p in (sweep / "plots").iterdir())
+    assert names == sorted(
+        f"{c}.png" for c in ("grad_norm", "lr-AdamW", "train_loss", "val_acc", "val_loss", "val_ppl")
+    )
+    for path in (sweep / "plots").iterdir():
+        check_png(path)
+    assert "val_loss.png" in out.out
+
+
+def test_several_run_folders_are_overlaid_in_their_common_folder(tmp_path):
+    a = sweep_job(tmp_path / "runs" / "a", ["optim.lr=0.001"])
+    b = sweep_job(tmp_path / "runs" / "b", ["optim.lr=0.01"], scale=2)
+    written = plot_runs([a, b])
+    assert {p.parent for p in written} == {tmp_path / "runs" / "plots"}
+    assert run_labels([a, b]) == {a: "optim.lr=0.001", b: "optim.lr=0.01"}
+    assert plot_runs([a, b], tmp_path / "figures")[0].parent == tmp_path / "figures"
+
+
+def test_overlays_fail_clearly_without_any_logged_run(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    sweep_job(sweep / "0", ["x=1"], scale=0)
+    assert main([str(sweep), str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main([str(sweep)]) == 2
+    assert "holds a run with logged metrics" in capsys.readouterr().err

@@ -194,3 +194,23 @@ def test_a_missing_or_unreadable_file_is_named(audio_ckpt, image_ckpt, tmp_path)
     broken.write_bytes(b"not a png")
     out = bad("omniformer.predict", f"ckpt={image_ckpt}", f"inputs=[{broken}]")
     assert f"cannot read image file {broken}" in out
+
+
+def test_a_prefix_lm_takes_top_p_and_stop_and_writes_its_texts_to_a_file(audio_ckpt, tmp_path):
+    """Issue #17's generation settings and predict output= for a prefix LM."""
+    model = omniformer.load(audio_ckpt)
+    hot = {"audio": CLIPS[0], "temperature": 2.0, "top_k": 0, "seed": 5, "max_new_tokens": 12}
+    sampled = model.generate(**hot)[0]
+    assert len(sampled) >= 4  # near-uniform draws from a 2-step model rarely end at once
+    assert model.generate(**hot, top_p=0.001)[0] == model.generate(audio=CLIPS[0], max_new_tokens=12)[0]
+    stop = sampled[2]
+    assert model.generate(**hot, stop=[stop, "\n"])[0] == sampled[: sampled.index(stop)]
+    assert model.generate("on", **hot, stop="zzz")[0].startswith("on")
+    with pytest.raises(ValueError, match=r"^top_p="):
+        model.generate(**hot, top_p=2)
+    out = tmp_path / "texts.csv"
+    run_main("omniformer.predict", f"ckpt={audio_ckpt}", f"inputs=[{CLIPS[0]},{CLIPS[1]}]", f"output={out}")
+    assert out.read_text().splitlines() == [
+        "input,text",
+        *(f"{c},{t}" for c, t in zip(CLIPS, model.transcribe(CLIPS[:2]))),
+    ]
