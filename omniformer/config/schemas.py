@@ -108,6 +108,9 @@ class TextDataSchema:
     num_workers: int = 0
     cache_dir: Optional[str] = None
     vocab_json: Optional[str] = None
+    root: Optional[str] = None
+    split: str = "auto"  # auto | tail | per_file | files
+    val_files: Optional[list[str]] = None
 
 
 @dataclass
@@ -145,7 +148,8 @@ class ImageFolderDataSchema(ImageDataSchema):
 
     _target_: str = "omniformer.data.ImageFolderDataModule"
     root: Optional[str] = MISSING
-    channels: int = 3
+    channels: Any = "auto"  # 1, 3 or auto (checked against the signature's Literal)
+    augment: str = "auto"  # auto | photo | light | none
     test_size: Any = 0.1  # a count or a fraction
     skip_corrupt: bool = False
     # torchvision's IMG_EXTENSIONS (ImageFolderDataModule's default; a test keeps them equal)
@@ -168,6 +172,7 @@ class AudioDataSchema:
     num_workers: int = 0
     seed: int = 0
     skip_corrupt: bool = False
+    cache_mb: float = 1024.0  # decoded clips kept in memory per loader process; 0 = off
 
 
 @dataclass

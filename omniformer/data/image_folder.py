@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 from torchvision import datasets, tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from omniformer.data.image import ImageDataModule, TransformedSubset, identity
+from omniformer.data.image_augment import PRESETS, augment_steps, detect_channels, preset_for
 from omniformer.data.image_files import load_image, read_image
 from omniformer.data.splits import split_folders, split_indices
 
@@ -74,11 +75,16 @@ class ImageFolderDataModule(ImageDataModule):
 
     Layouts: ``root/<class>/<image>``, or ``root/train/<class>/...`` with optional ``root/val/`` and
     ``root/test/`` beside it. A split without its own folder is held out of the training images
-    (``val_size``, ``test_size``; deterministic). Images are converted to ``channels`` (1 or 3) and
-    resized to ``image_size``; ``mean``/``std`` default to estimates from training images.
+    (``val_size``, ``test_size``; deterministic). Images are converted to ``channels`` and resized
+    to ``image_size``; ``mean``/``std`` default to estimates from training images. Grey sources and
+    the augmentation presets: :mod:`omniformer.data.image_augment`.
 
     Args:
-        channels: 1 converts every image to grayscale, 3 to RGB.
+        channels: 1 converts every image to grayscale, 3 to RGB; ``auto`` reads 1 channel when a
+            sample of the training images is all grey, else 3 (logged with the count sampled).
+        augment: training augmentation preset, ``photo`` (crop + flip), ``light`` (small shifts and
+            rotations, no flip), ``none``, or ``auto``: ``photo`` for colour, ``light`` for grey
+            sources. ``train_transforms`` are applied after the preset's.
         test_size: held-out test images (count or fraction) when there is no ``test/`` folder.
         skip_corrupt: check every image once at setup and skip (and count) unreadable ones instead
             of stopping at the first with an error that names it.
@@ -91,7 +97,10 @@ class ImageFolderDataModule(ImageDataModule):
     def __init__(
         self,
         root: str | None = None,
-        channels: int = 3,
+        # Plain types, not Literal: the choices are check_config's (the config check skips a value
+        # that misses its annotation when the data config has a schema).
+        channels: int | str = "auto",
+        augment: str = "auto",
         test_size: float | int = 0.1,
         skip_corrupt: bool = False,
         extensions: Sequence[str] = IMG_EXTENSIONS,
@@ -104,15 +113,56 @@ class ImageFolderDataModule(ImageDataModule):
         super().__init__(root=root, **kwargs)
         if root is None:
             raise ValueError("data.root must name the image folder (e.g. data.root=/my/photos)")
-        if channels not in (1, 3):
-            raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-        self._channels, self.test_size, self.skip_corrupt = channels, test_size, skip_corrupt
+        if channels not in (1, 3, "auto"):
+            raise ValueError(f"data.channels must be 1 (grayscale), 3 (RGB) or auto, got {channels!r}")
+        preset_for(augment, 3)  # an unknown preset fails here, before any file is read
+        self.channels_setting, self.augment = channels, augment
+        # One reader for every split: auto detection sets its channels once the files are known.
+        self._reader = ImageReader(3 if channels == "auto" else channels)
+        self._channels: int | None = None if channels == "auto" else channels
+        self.test_size, self.skip_corrupt = test_size, skip_corrupt
         self.extensions = tuple(e.lower() for e in extensions)
+        self.extra_train_steps = self.train_steps  # data.train_transforms, after the preset's
         self.skipped: list[str] = []
+
+    @staticmethod
+    def check_config(args: Mapping[str, Any]) -> list[str]:
+        """The choices of ``channels`` and ``augment`` (see :mod:`omniformer.argument_checks`)."""
+        problems = []
+        if "channels" in args and args["channels"] not in (1, 3, "auto"):
+            problems.append("{channels}: choose 1 (grayscale), 3 (RGB) or auto")
+        if "augment" in args and args["augment"] not in ("auto", *PRESETS):
+            problems.append("{augment}: choose auto, " + ", ".join(PRESETS))
+        return problems
 
     @property
     def channels(self) -> int:
+        if self._channels is None:
+            raise RuntimeError("data.channels=auto is decided at setup() (or taken from a checkpoint)")
         return self._channels
+
+    def use_extra_artifacts(self, artifacts: Mapping[str, str]) -> None:
+        """As :meth:`ImageDataModule.use_extra_artifacts`; ``channels=auto`` takes the checkpoint's
+        channel count (the length of its mean), so files are read as training read them."""
+        super().use_extra_artifacts(artifacts)
+        if self.channels_setting == "auto" and self.mean is not None:
+            self._channels = self._reader.channels = len(self.mean)
+
+    def _choose_channels(self, source: datasets.ImageFolder) -> None:
+        """Decide ``channels=auto`` from a sample of the training files, and the augmentation preset."""
+        if self._channels is None:
+            paths = [path for path, _ in source.samples]
+            channels, grey, sampled = detect_channels(paths, self.split_seed)
+            self._channels = self._reader.channels = channels
+            kind = "grayscale: reading 1 channel" if channels == 1 else "not all grayscale: reading RGB"
+            rank_zero_info(
+                f"image folder: {grey} of {sampled} sampled training images are grey (mode L/1/I or "
+                f"R=G=B), so the folder is {kind} (data.channels=auto; set 1 or 3 to choose)"
+            )
+        preset = preset_for(self.augment, self._channels)
+        self.train_steps = augment_steps(preset, self.image_size) + self.extra_train_steps
+        if self.augment == "auto":
+            rank_zero_info(f"image folder: data.augment=auto chose the {preset!r} preset")
 
     def _check_folder(self, folder: Path, train: bool) -> list[str]:
         """Class names of ``folder``; errors for no classes or an empty class folder."""
@@ -143,18 +193,19 @@ class ImageFolderDataModule(ImageDataModule):
         if self.classes is not None:
             self._adopt_classes(classes)
             classes = self.classes
-        source = _FixedClassFolder(train_dir, classes, ImageReader(self._channels), self.extensions)
+        source = _FixedClassFolder(train_dir, classes, self._reader, self.extensions)
         val = test = None
         for split in ("val", "test"):
             folder = folders.get(split)
             if folder is not None:
                 self._check_folder(folder, train=False)
-                dataset = _FixedClassFolder(folder, classes, ImageReader(self._channels), self.extensions)
+                dataset = _FixedClassFolder(folder, classes, self._reader, self.extensions)
                 val, test = (dataset, test) if split == "val" else (val, dataset)
         if self.skip_corrupt:
             for dataset in (source, val, test):
                 if dataset is not None:
                     self._drop_corrupt(dataset)
+        self._choose_channels(source)
         if test is None:
             keep, held = split_indices(len(source), self.test_size, self.split_seed + 1, "data.test_size")
             test = TransformedSubset(source, held, identity)
