@@ -226,6 +226,7 @@ PREFIX_DATA = {"image": ["data=digit_strings"], "audio": ["data=spoken_digit_utt
 NEEDS_ROOT = {"spoken_digits", "transcribe_digits"}  # experiments whose data.root is required
 TRAIN_GROUPS = [
     "task",
+    "paths",
     "data",
     "prefix",
     "model",

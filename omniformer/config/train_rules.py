@@ -44,6 +44,7 @@ TRAIN_KEYS = (
     "compile",
     "test_after_fit",
     "data_spec",
+    "paths",
     "data",
     "model",
     "optim",

@@ -11,8 +11,9 @@ pipelines from the config::
            → scale to [0, 1] and Normalize(mean, std) (one fused step for uint8 pixels)
 
 ``mean``/``std`` default to the dataset's published statistics (estimated from training images for
-an ``ImageFolder``). Datasets are read from ``data.root``: ``$OMNIFORMER_DATA`` or
-``~/.cache/omniformer/data`` unless set; with ``data.download=false`` (the default) missing files
+an ``ImageFolder``). Datasets are read from ``data.root``: the configs set it to ``paths.data_dir``
+(``$OMNIFORMER_DATA``, else ``../shared/data``); built in Python without a root, ``$OMNIFORMER_DATA``
+or ``~/.cache/omniformer/data``. With ``data.download=false`` (the default) missing files
 raise one error saying where they were looked for and how to download them.
 
 Grayscale vs RGB at prediction time (:meth:`ImageDataModule.load_inputs`): a grayscale file given to
@@ -39,6 +40,7 @@ from torchvision.transforms import v2
 from omniformer.data.classification import ClassificationDataModule
 from omniformer.data.image_files import read_image
 from omniformer.data.image_transforms import ResizeIfNeeded, ScaleNormalize
+from omniformer.data.locations import missing_hint
 from omniformer.data.splits import split_indices
 
 NORMALIZATION_FILE = "normalization.json"
@@ -234,7 +236,8 @@ class ImageDataModule(ClassificationDataModule):
         rank_zero_info(
             f"{self.display_name}: {len(self.train_set)} train / {len(self.val_set)} val / "
             f"{len(self.test_set) if self.test_set is not None else 0} test images, "
-            f"{len(self.classes)} classes, {self.channels}×{self.image_size[0]}×{self.image_size[1]}"
+            f"{len(self.classes)} classes, {self.channels}×{self.image_size[0]}×{self.image_size[1]}, "
+            f"read from {self.root.resolve()}"
         )
 
     def _adopt_classes(self, classes: list[str]) -> None:
@@ -305,8 +308,7 @@ class ImageDataModule(ClassificationDataModule):
         return FileNotFoundError(
             f"{self.display_name} not found: looked in {folder} for {layout} (missing: {shown}"
             f"{', ...' if len(missing) > 4 else ''}). Download it with data.download=true (needs "
-            f"internet), or point data.root at a folder that holds it (default root: $OMNIFORMER_DATA "
-            "or ~/.cache/omniformer/data)"
+            f"internet), or point data.root at a folder that holds it; {missing_hint(self.root)}"
         )
 
 

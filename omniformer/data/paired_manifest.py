@@ -25,6 +25,7 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from omniformer.data.locations import data_location
 from omniformer.data.manifest import MEDIA_COLUMNS, ManifestRow, read_manifest
 from omniformer.data.media_readers import MediaReader, builtin_reader
 from omniformer.data.paired import PairedDataModule
@@ -100,6 +101,7 @@ class PairedManifestDataModule(PairedDataModule):
         reader: how another modality's files are read (a
             :class:`~omniformer.data.media_readers.MediaReader`); its ``modality`` is the manifests'
             media column. Default: audio or image, from the rows, read with the options above.
+        root: the data folder relative manifest paths are read under (``None``: as given).
     """
 
     def __init__(
@@ -120,7 +122,11 @@ class PairedManifestDataModule(PairedDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         reader: MediaReader | None = None,
+        root: str | None = None,
     ) -> None:
+        train, val, test, manifest = (
+            None if m is None else str(data_location(root, m)) for m in (train, val, test, manifest)
+        )
         if (train is None) == (manifest is None):
             raise ValueError(
                 f"data.train={train!r}, data.manifest={manifest!r}: give the training manifest (data.train=, "
