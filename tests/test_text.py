@@ -250,6 +250,11 @@ def test_a_character_outside_a_given_vocabulary_names_file_line_split_and_charac
     (folder / "a.txt").write_text("abc\n" * 100)
     (folder / "b.txt").write_text("abc\nabc\nab!\n" + "abc\n" * 10)
     with pytest.raises(ValueError, match=r"b\.txt:3 \(validation split\): character '!'"):
+        TextDataModule(
+            path=str(folder), tokenizer="char", vocab_json=given, cache_dir=str(tmp_path), split="tail"
+        ).setup()
+    # A folder's default split holds out the end of each file: line 3 of b.txt now trains.
+    with pytest.raises(ValueError, match=r"b\.txt:3 \(training split\): character '!'"):
         TextDataModule(path=str(folder), tokenizer="char", vocab_json=given, cache_dir=str(tmp_path)).setup()
 
 

@@ -97,16 +97,18 @@ def hold_out(
     return splits
 
 
-def split_folders(root: Path, example: str) -> dict[str, Path] | None:
+def split_folders(root: Path, example: str, key: str = "data.root") -> dict[str, Path] | None:
     """The split folders of a class-folder dataset, or ``None`` for the flat layout ``root/<class>/...``.
 
     The split layout is ``root/train/<class>/...`` with optional ``root/val/`` and ``root/test/``
     beside it; the result maps each split present to its folder. ``example`` names an item in the
-    message (``image``, ``clip``).
+    message (``image``, ``clip``), ``key`` the setting that names ``root``. The audio, image and
+    text-classification folders all read their layout here.
 
     Raises:
         ValueError: the two layouts are mixed: ``val/`` or ``test/`` without ``train/`` (or a class
-            literally named so), or split folders beside class folders.
+            literally named so), split folders beside class folders, or a split folder that holds
+            files but no class folders (a class literally named ``train``, ``val`` or ``test``).
     """
     folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     present = [name for name in SPLIT_FOLDERS if name in folders]
@@ -114,8 +116,8 @@ def split_folders(root: Path, example: str) -> dict[str, Path] | None:
         return None
     classes = [name for name in folders if name not in SPLIT_FOLDERS]
     layout = (
-        f"lay the data out as <data.root>/train/<class>/<{example}> (with optional val/ and test/ beside "
-        f"train/), or as <data.root>/<class>/<{example}> with no class folder named train, val or test"
+        f"lay the data out as <{key}>/train/<class>/<{example}> (with optional val/ and test/ beside "
+        f"train/), or as <{key}>/<class>/<{example}> with no class folder named train, val or test"
     )
     if "train" not in present:
         raise ValueError(f"{root} has a {present[0]!r} folder but no 'train' folder: {layout}")
@@ -124,4 +126,10 @@ def split_folders(root: Path, example: str) -> dict[str, Path] | None:
         raise ValueError(
             f"{root} has split folders ({', '.join(present)}) beside other folders ({shown}): {layout}"
         )
+    for name in present:
+        inside = [e for e in os.scandir(root / name) if not e.name.startswith(".")]
+        if inside and not any(e.is_dir() for e in inside):
+            raise ValueError(
+                f"{root / name} holds files but no class folders, as if {name!r} were a class: {layout}"
+            )
     return {name: root / name for name in present}

@@ -1,11 +1,13 @@
 """Text corpora for language modelling: read, split, tokenise once, cache, sample windows.
 
-The corpus is one UTF-8 file or a folder of ``.txt`` files. The first ``1 - val_fraction`` of the
-characters is the training split, the rest validation (deterministic, like nanoGPT). A BPE vocabulary
-is trained on the training split; a char vocabulary holds every character of the whole corpus, sorted
+The corpus is one UTF-8 file or a folder of ``.txt`` files, normalised (byte-order marks dropped,
+CRLF → LF) and split into training and validation text by :mod:`omniformer.data.text_corpus`: for one
+file the last ``val_fraction`` of its characters is validation (deterministic, like nanoGPT), for a
+folder the last ``val_fraction`` of each file, or whole files (``data.split``). A BPE vocabulary is
+trained on the training split; a char vocabulary holds every character of the whole corpus, sorted
 (a character met only in the validation split needs an id too; for Tiny Shakespeare both splits give
 the same 65 characters). Ids of both splits are cached as ``.npy`` files keyed by the text's
-hash and the tokenizer settings, and memory-mapped on later runs.
+hash and the tokenizer and split settings, and memory-mapped on later runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from omniformer.data.locations import data_location
+from omniformer.data.text_corpus import (
+    Piece,
+    SplitKind,
+    joined,
+    locate,
+    normalise,
+    read_text,
+    read_text_files,
+    resolve_split,
+    split_corpus,
+)
 from omniformer.data.windows import ContiguousWindows, RandomWindows, WindowLoader
 from omniformer.tokenizers.vocab import (
     UnknownCharacterError,
@@ -30,6 +44,7 @@ from omniformer.tokenizers.vocab import (
 )
 
 BUNDLED_SHAKESPEARE = Path(__file__).parent / "assets" / "tinyshakespeare.txt"
+__all__ = ["BUNDLED_SHAKESPEARE", "TextDataModule", "default_cache_dir", "read_text", "read_text_files"]
 
 
 def default_cache_dir() -> Path:
@@ -37,59 +52,23 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("OMNIFORMER_CACHE", Path.home() / ".cache" / "omniformer"))
 
 
-def read_text(path: str | Path) -> str:
-    """Read a UTF-8 file, or every ``.txt`` file of a folder (sorted, joined by newlines).
-
-    Raises one error naming the file (and byte offset) at fault: missing, empty or not UTF-8.
-    """
-    return "\n".join(text for _, text in read_text_files(path))
-
-
-def read_text_files(path: str | Path) -> list[tuple[Path, str]]:
-    """``(file, text)`` of a UTF-8 file, or of every ``.txt`` file of a folder (sorted); errors as
-    :func:`read_text`'s."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise FileNotFoundError(f"text folder {path} contains no .txt files")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise FileNotFoundError(f"text file or folder {path} does not exist")
-    parts = []
-    for file in files:
-        raw = file.read_bytes()
-        try:
-            parts.append((file, raw.decode("utf-8")))
-        except UnicodeDecodeError as err:
-            raise ValueError(
-                f"{file} is not valid UTF-8: byte offset {err.start} ({raw[err.start : err.start + 1]!r})"
-            ) from None
-    if not any(text.strip() for _, text in parts):
-        raise ValueError(f"text source {path} is empty")
-    return parts
-
-
-def locate(parts: list[tuple[Path, str]], position: int) -> tuple[Path, int]:
-    """The file and 1-based line of character ``position`` of the parts joined by newlines."""
-    for file, text in parts:
-        if position <= len(text):  # == len(text): the joining newline, counted as the file's end
-            return file, text.count("\n", 0, position) + 1
-        position -= len(text) + 1
-    raise IndexError(f"position {position} lies beyond the corpus")
-
-
 class TextDataModule(L.LightningDataModule):
     """Language-modelling data from a UTF-8 file or folder (default: the bundled Tiny Shakespeare).
 
     Args:
-        path: a text file or a folder of ``.txt`` files; ``None`` uses the bundled Tiny Shakespeare.
+        path: a text file or a folder of ``.txt`` files (under ``root`` when relative and ``root`` is
+            given); ``None`` reads ``root`` itself, or the bundled Tiny Shakespeare without a ``root``.
+        root: the data folder ``path`` is relative to (``paths.data_dir`` in the configs).
         tokenizer: ``"bpe"`` (byte-level BPE) or ``"char"``.
         vocab_size: BPE vocabulary size (ignored for ``char``).
         block_size: tokens of context per training window.
         batch_size: windows per batch.
-        val_fraction: share of the text, taken from its end, used for validation.
+        val_fraction: share of the text used for validation (its end, or each file's end, or the
+            share of files held out; see ``split``).
+        split: ``tail`` (the end of the corpus), ``per_file`` (the end of each file), ``files``
+            (whole files held out) or ``auto`` (``per_file`` for a folder, ``tail`` for a file).
+        val_files: with ``split=files``, the files held out (names or paths relative to the folder);
+            ``None`` picks ``val_fraction`` of them by the hash of their names.
         seed: seed of the training-window sampler.
         num_workers: loader worker processes (0 = sample in the main process; sampling is cheap).
         cache_dir: where tokenised ids are cached (default: :func:`default_cache_dir`).
@@ -108,6 +87,9 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         vocab_json: str | None = None,
+        root: str | None = None,
+        split: SplitKind = "auto",
+        val_files: list[str] | None = None,
     ) -> None:
         super().__init__()
         if tokenizer not in ("bpe", "char"):
@@ -118,7 +100,15 @@ class TextDataModule(L.LightningDataModule):
             raise ValueError(
                 f"data.block_size and data.batch_size must be >= 1, got {block_size}, {batch_size}"
             )
-        self.path = Path(path).expanduser() if path else BUNDLED_SHAKESPEARE
+        self.path = data_location(root, path, "data.path") or BUNDLED_SHAKESPEARE
+        self.split = split
+        if split not in ("auto", "tail", "per_file", "files"):
+            raise ValueError(f"data.split={split!r}; choose auto, tail, per_file or files")
+        if val_files and split != "files":
+            raise ValueError(
+                f"data.val_files={list(val_files)} holds out whole files: set data.split=files too"
+            )
+        self.val_files = list(val_files) if val_files else None
         self.tokenizer, self.vocab_size = tokenizer, vocab_size
         self.block_size, self.batch_size = block_size, batch_size
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
@@ -131,13 +121,23 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.vocab is not None:
             return
-        parts = read_text_files(self.path)
+        parts, changed = normalise(read_text_files(self.path))
+        how = resolve_split(self.split, self.path)
+        root = self.path if self.path.is_dir() else None
+        pieces = split_corpus(parts, how, self.val_fraction, self.val_files, root)
         text = "\n".join(part for _, part in parts)
-        split = int(len(text) * (1 - self.val_fraction))
+        train_text, val_text = joined(pieces["train"]), joined(pieces["val"])
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         settings = (
             f"{self.tokenizer}{self.vocab_size if self.tokenizer == 'bpe' else ''}-val{self.val_fraction}"
         )
+        if how != "tail":  # the tail split keeps the key it always had
+            held = (
+                ",".join(p.file.relative_to(self.path).as_posix() for p in pieces["val"])
+                if how == "files"
+                else ""
+            )
+            settings += f"-{how}" + (hashlib.sha256(held.encode()).hexdigest()[:8] if held else "")
         if self.vocab_json is not None:
             settings += "-given" + hashlib.sha256(self.vocab_json.encode()).hexdigest()[:12]
         folder = self.cache_dir / "text" / f"{digest}-{settings}"
@@ -145,7 +145,6 @@ class TextDataModule(L.LightningDataModule):
             self.vocab = vocab_from_json((folder / "vocab.json").read_text(encoding="utf-8"))
             rank_zero_info(f"Reusing tokenised corpus cached in {folder}")
         else:
-            train_text, val_text = text[:split], text[split:]
             if self.vocab_json is not None:
                 self.vocab = vocab_from_json(self.vocab_json)
             else:
@@ -153,20 +152,37 @@ class TextDataModule(L.LightningDataModule):
                 # no character keeps the ids the training split alone gave.
                 source = text if self.tokenizer == "char" else train_text
                 self.vocab = train_vocab(self.tokenizer, source, self.vocab_size)
-            train_ids = self._encode(parts, train_text, 0, "training")
-            val_ids = self._encode(parts, val_text, split, "validation")
+            train_ids = self._encode(pieces["train"], train_text, "training")
+            val_ids = self._encode(pieces["val"], val_text, "validation")
             self._write_cache(folder, train_ids, val_ids)
         # Copy-on-write maps: torch can wrap them without a copy, and nothing is ever written back.
         self.train_ids = np.load(folder / "train.npy", mmap_mode="c")
         self.val_ids = np.load(folder / "val.npy", mmap_mode="c")
+        self._log_corpus(parts, how, changed.describe(), (train_text, val_text))
 
-    def _encode(self, parts: list[tuple[Path, str]], text: str, offset: int, split: str) -> np.ndarray:
-        """Ids of one split (``offset``: its start in the corpus). A character a given vocabulary
+    def _log_corpus(self, parts: list, how: str, changed: str | None, texts: tuple[str, str]) -> None:
+        """Which corpus, how many files, characters and tokens per split, and what was normalised."""
+        if changed:
+            rank_zero_info(changed)
+        name = "bundled Tiny Shakespeare" if self.path == BUNDLED_SHAKESPEARE else str(self.path.resolve())
+        rule = {
+            "tail": f"the last {self.val_fraction:.0%} of the text",
+            "per_file": f"the last {self.val_fraction:.0%} of each file",
+            "files": "whole files held out",
+        }[how]
+        rank_zero_info(
+            f"text corpus {name}: {len(parts)} file(s); validation is {rule} (data.split={how}); "
+            f"train {len(texts[0]):,} characters / {len(self.train_ids):,} {self.tokenizer} tokens, "
+            f"val {len(texts[1]):,} characters / {len(self.val_ids):,} tokens"
+        )
+
+    def _encode(self, pieces: list[Piece], text: str, split: str) -> np.ndarray:
+        """Ids of one split (``text``: its ``pieces`` joined). A character a given vocabulary
         (``data.vocab_json``) lacks is named with its file, line and split."""
         try:
             return self.vocab.encode(text)
         except UnknownCharacterError as err:
-            file, line = locate(parts, offset + err.index)
+            file, line = locate(pieces, err.index)
             raise ValueError(
                 f"{file}:{line} ({split} split): character {err.char!r} (U+{ord(err.char):04X}) is not in "
                 f"the char vocabulary of data.vocab_json ({self.vocab.size} characters); use a corpus "

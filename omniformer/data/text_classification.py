@@ -3,13 +3,16 @@
 Three on-disk layouts are read:
 
 * ``folder``: ``<path>/<class>/*.txt``, one document per file (the movie-review polarity corpus of
-  Pang & Lee 2004, as NLTK distributes it: ``movie_reviews/{pos,neg}/*.txt``);
+  Pang & Lee 2004, as NLTK distributes it: ``movie_reviews/{pos,neg}/*.txt``), or, as image and
+  audio folders, ``<path>/train/<class>/*.txt`` with optional ``val/`` and ``test/`` beside it (whole
+  authors or sources held out);
 * ``csv``: a header row and one document per row; ``text_key`` and ``label_key`` name the columns;
 * ``jsonl``: one JSON object per line; ``text_key`` and ``label_key`` name the keys
   (readers: :mod:`omniformer.data.labelled_text`).
 
 Documents are split once into train / validation / test, stratified by class and seeded by
-``split_seed`` alone (the split never changes with the run's seed). A byte-level BPE vocabulary
+``split_seed`` alone (the split never changes with the run's seed); a split with its own folder is
+read from it, and the others are held out of the training documents. A byte-level BPE vocabulary
 (:mod:`omniformer.tokenizers.vocab`) is trained on the training documents only, so no validation or
 test text leaks into it. Each document is encoded once, cropped to ``max_length`` tokens and batched
 right-padded as ``(ids, lengths, labels)``; the text tokenizer turns ``lengths`` into a key-padding
@@ -29,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 from omniformer.data.classification import ClassificationDataModule
 from omniformer.data.collate import pad_batch
 from omniformer.data.labelled_text import decode, read_folder, read_table, sort_classes
-from omniformer.data.splits import stratified_split
+from omniformer.data.locations import data_location, missing_hint
+from omniformer.data.splits import split_folders, stratified_split
 from omniformer.tokenizers.vocab import Vocabulary, train_vocab, vocab_from_json
 
 FormatKind = Literal["auto", "folder", "csv", "jsonl"]
@@ -68,7 +72,8 @@ class TextClassificationDataModule(ClassificationDataModule):
     """Labelled documents from a class-folder tree, a CSV or a JSONL file, as padded BPE id batches.
 
     Args:
-        path: a folder of class sub-folders of ``.txt`` files, or a ``.csv`` / ``.jsonl`` file.
+        path: a folder of class sub-folders of ``.txt`` files (or of ``train/``, ``val/``, ``test/``
+            split folders of them), or a ``.csv`` / ``.jsonl`` file; relative to ``root`` when given.
         format: ``auto`` (folder → ``folder``, ``*.csv`` → ``csv``, ``*.jsonl``/``*.json`` → ``jsonl``),
             or one of ``folder``, ``csv``, ``jsonl``.
         text_key: CSV column / JSON key holding the document text.
@@ -87,11 +92,13 @@ class TextClassificationDataModule(ClassificationDataModule):
         test_fraction: share of each class held out for testing (both fractions must be positive).
         split_seed: seed of the split (fixed: the split does not change with the run's seed).
         num_workers: loader worker processes (batching encoded ids is cheap: 0 is usually best).
+        root: the data folder ``path`` is relative to (``paths.data_dir`` in the configs); with no
+            ``path``, ``root`` itself is read.
     """
 
     def __init__(
         self,
-        path: str,
+        path: str | None = None,
         format: FormatKind = "auto",
         text_key: str = "text",
         label_key: str = "label",
@@ -107,8 +114,12 @@ class TextClassificationDataModule(ClassificationDataModule):
         test_fraction: float = 0.1,
         split_seed: int = 0,
         num_workers: int = 0,
+        root: str | None = None,
     ) -> None:
         super().__init__()
+        location = data_location(root, path)
+        if location is None:
+            raise ValueError("data.path (or data.root) must name the labelled documents: a folder or a file")
         if format not in ("auto", "folder", "csv", "jsonl"):
             raise ValueError(f"data.format={format!r}; choose 'auto', 'folder', 'csv' or 'jsonl'")
         if keep not in ("head", "tail"):
@@ -129,7 +140,7 @@ class TextClassificationDataModule(ClassificationDataModule):
                 f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: both splits are "
                 "needed (validation picks the best checkpoint, the test split reports its accuracy)"
             )
-        self.path = Path(path).expanduser()
+        self.path = location
         self.format, self.text_key, self.label_key = format, text_key, label_key
         self.classes = list(classes) if classes is not None else None
         self.vocab_size, self.max_length, self.keep = vocab_size, max_length, keep
@@ -160,17 +171,22 @@ class TextClassificationDataModule(ClassificationDataModule):
         )
 
     def read(self) -> list[tuple[str, str]]:
-        """Every ``(text, label name)`` of the dataset, in a deterministic order."""
+        """Every ``(text, label name)`` of the dataset (every split folder's), in a deterministic order."""
+        return [item for items in self.read_splits().values() for item in items]
+
+    def read_splits(self) -> dict[str, list[tuple[str, str]]]:
+        """``{"train": [(text, label name)...]}``, plus ``val`` / ``test`` when they have folders."""
         if not self.path.exists():
-            raise FileNotFoundError(f"data.path: {self.path} does not exist")
+            raise FileNotFoundError(f"data.path: {self.path} does not exist; {missing_hint(self.path)}")
         kind = self.resolved_format()
         if kind == "folder":
             if not self.path.is_dir():
                 raise NotADirectoryError(f"data.path: {self.path} is not a folder (data.format=folder)")
-            return read_folder(self.path)
+            folders = split_folders(self.path, "document.txt", "data.path") or {"train": self.path}
+            return {split: read_folder(folder) for split, folder in folders.items()}
         if not self.path.is_file():
             raise FileNotFoundError(f"data.path: {self.path} is not a file (data.format={kind})")
-        return read_table(self.path, kind, self.text_key, self.label_key)
+        return {"train": read_table(self.path, kind, self.text_key, self.label_key)}
 
     def _prepare(self, text: str) -> str:
         return text.lower() if self.lowercase else text
@@ -189,44 +205,62 @@ class TextClassificationDataModule(ClassificationDataModule):
         """Read, split (stratified, seeded), train the vocabulary on the training split, encode."""
         if self.train_set is not None:
             return
-        items = self.read()
+        named = self.read_splits()
+        items = named["train"]
         found = sort_classes([label for _, label in items])
         if self.classes is None:
             self.classes = found
-        unknown = sorted(set(found) - set(self.classes))
-        if unknown:
-            raise ValueError(
-                f"{self.path} has labels {unknown[:10]} that are not in data.classes={self.classes} "
-                "(or in the checkpoint's classes)"
-            )
+        for split, split_items in named.items():
+            unknown = sorted({label for _, label in split_items} - set(self.classes))
+            if unknown:
+                where = f"{self.path}/{split}" if len(named) > 1 else str(self.path)
+                raise ValueError(
+                    f"{where} has labels {unknown[:10]} that are not in data.classes={self.classes} "
+                    "(or in the checkpoint's classes, or the training split's)"
+                )
         if len(self.classes) < 2:
             raise ValueError(
                 f"{self.path} has {len(self.classes)} class(es) ({self.classes}); need at least 2"
             )
         index = {name: i for i, name in enumerate(self.classes)}
         labels = [index[label] for _, label in items]
-        train, val, test = stratified_split(labels, self.val_fraction, self.test_fraction, self.split_seed)
-        if not val or not test:
+        # A split with its own folder takes nothing out of the training documents.
+        val_fraction = 0.0 if "val" in named else self.val_fraction
+        test_fraction = 0.0 if "test" in named else self.test_fraction
+        train, val, test = stratified_split(labels, val_fraction, test_fraction, self.split_seed)
+        docs = {
+            "train": [(items[i][0], labels[i]) for i in train],
+            "val": [(items[i][0], labels[i]) for i in val],
+            "test": [(items[i][0], labels[i]) for i in test],
+        }
+        for split in ("val", "test"):
+            if split in named:
+                docs[split] = [(text, index[label]) for text, label in named[split]]
+        if not docs["val"] or not docs["test"]:
             raise ValueError(
                 f"{self.path}: {len(items)} documents leave an empty validation or test split with "
                 f"data.val_fraction={self.val_fraction}, data.test_fraction={self.test_fraction}"
             )
         if self.vocab is None:
-            corpus = "\n".join(self._prepare(items[i][0]) for i in train)
+            corpus = "\n".join(self._prepare(text) for text, _ in docs["train"])
             self.vocab = train_vocab("bpe", corpus, self.vocab_size)
 
-        def subset(indices: list[int], crop: CropKind) -> EncodedDocuments:
-            ids = [self.encode(items[i][0]) for i in indices]
-            return EncodedDocuments(ids, [labels[i] for i in indices], self.max_length, self.keep, crop)
+        def subset(split: str, crop: CropKind) -> EncodedDocuments:
+            ids = [self.encode(text) for text, _ in docs[split]]
+            return EncodedDocuments(
+                ids, [label for _, label in docs[split]], self.max_length, self.keep, crop
+            )
 
-        self.train_set = subset(train, self.train_crop)
-        self.val_set = subset(val, "same")
-        self.test_set = subset(test, "same")
+        self.train_set = subset("train", self.train_crop)
+        self.val_set = subset("val", "same")
+        self.test_set = subset("test", "same")
+        train, val, test = docs["train"], docs["val"], docs["test"]
+        layout = f", split folders {', '.join(named)}" if len(named) > 1 else ""
         lengths = torch.tensor([len(ids) for ids in self.train_set.ids], dtype=torch.float)
         rank_zero_info(
-            f"text classification ({self.path.name}): {len(train)} train / {len(val)} val / {len(test)} test "
-            f"documents, {len(self.classes)} classes, BPE vocabulary {self.vocab.size}, median "
-            f"{int(lengths.median())} tokens per training document (cropped to {self.max_length})"
+            f"text classification ({self.path.resolve()}{layout}): {len(train)} train / {len(val)} val / "
+            f"{len(test)} test documents, {len(self.classes)} classes, BPE vocabulary {self.vocab.size}, "
+            f"median {int(lengths.median())} tokens per training document (cropped to {self.max_length})"
         )
 
     def _vocab(self) -> Vocabulary:
