@@ -263,6 +263,18 @@ def test_audio_folder_refuses_mixed_layouts_and_unknown_split_classes(tmp_path):
         AudioFolderDataModule(str(nested)).setup()
 
 
+def test_audio_folder_refuses_a_class_literally_named_train(tmp_path):
+    """train/ and test/ holding clips directly are two classes named so, not a split layout."""
+    root = tmp_path / "words"
+    for name in ("train", "test"):
+        (root / name).mkdir(parents=True)
+        sf.write(root / name / "a.wav", tone(300, 0.2, 8000), 8000)
+    with pytest.raises(
+        ValueError, match=r"train holds files but no class folders, as if 'train' were a class: lay"
+    ):
+        AudioFolderDataModule(str(root)).setup()
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 def test_artifacts_round_trip_and_sample_rate_mismatch_resamples(tmp_path, caplog):
     root = make_tone_folder(tmp_path / "tones")

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from omniformer.data.audio_cache import ClipCache, describe_cache
 from omniformer.data.audio_files import audio_frames, read_audio
 from omniformer.data.classification import ClassificationDataModule
 from omniformer.data.collate import PadCollate
@@ -49,20 +50,27 @@ class AudioClips(Dataset):
         sample_rate: rate every clip is resampled to.
         max_samples: clips longer than this are cropped (``None`` = keep whole clips).
         random_crop: crop at a random offset (training) instead of keeping the beginning.
+        cache: decoded clips kept in memory (:class:`~omniformer.data.audio_cache.ClipCache`, at
+            ``sample_rate``); ``None`` decodes every clip at every access.
     """
 
     def __init__(
-        self, items: Sequence[Item], sample_rate: int, max_samples: int | None, random_crop: bool = False
+        self,
+        items: Sequence[Item],
+        sample_rate: int,
+        max_samples: int | None,
+        random_crop: bool = False,
+        cache: ClipCache | None = None,
     ) -> None:
         self.items, self.sample_rate = list(items), sample_rate
-        self.max_samples, self.random_crop = max_samples, random_crop
+        self.max_samples, self.random_crop, self.cache = max_samples, random_crop, cache
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.items[index]
-        waveform, _ = read_audio(path, self.sample_rate)
+        waveform = self.cache.read(path) if self.cache is not None else read_audio(path, self.sample_rate)[0]
         if self.max_samples is not None and len(waveform) > self.max_samples:
             extra = len(waveform) - self.max_samples
             start = int(torch.randint(extra + 1, ())) if self.random_crop else 0
@@ -124,6 +132,8 @@ class AudioClassificationDataModule(ClassificationDataModule):
         seed: seed of the bucketing sampler and of random splits.
         skip_corrupt: read every clip once at setup and skip (and count) unreadable, truncated or
             empty ones instead of stopping at the first with an error that names it.
+        cache_mb: megabytes of decoded, resampled clips kept in memory per loader process, so each
+            clip is decoded once (:mod:`omniformer.data.audio_cache`); 0 decodes at every access.
     """
 
     ascii_classes = False
@@ -139,8 +149,11 @@ class AudioClassificationDataModule(ClassificationDataModule):
         num_workers: int = 0,
         seed: int = 0,
         skip_corrupt: bool = False,
+        cache_mb: float = 1024.0,
     ) -> None:
         super().__init__()
+        if cache_mb < 0:
+            raise ValueError(f"data.cache_mb must be >= 0 (0 turns the cache off), got {cache_mb}")
         if sample_rate <= 0:
             raise ValueError(f"data.sample_rate must be positive, got {sample_rate}")
         if batching not in ("variable", "fixed"):
@@ -155,6 +168,8 @@ class AudioClassificationDataModule(ClassificationDataModule):
         self.sample_rate, self.batching, self.max_seconds = int(sample_rate), batching, max_seconds
         self.batch_size, self.bucket_by_length = batch_size, bucket_by_length
         self.num_workers, self.seed, self.skip_corrupt = num_workers, seed, skip_corrupt
+        self.cache_mb = cache_mb
+        self.cache: ClipCache | None = None
         self.skipped: list[str] = []
         self.splits: dict[str, list[Item]] = {}
         self._frame_cache: dict[Path, int] = {}
@@ -191,11 +206,27 @@ class AudioClassificationDataModule(ClassificationDataModule):
                 raise ValueError(f"{self.root}: the {split} split is empty")
         log.info(
             "audio data %s: %s clips, %d classes, %d Hz",
-            self.root,
+            self.root.resolve(),
             {k: len(v) for k, v in self.splits.items()},
             len(self.classes),
             self.sample_rate,
         )
+        self._start_cache()
+
+    def _start_cache(self) -> None:
+        """The decoded-clip cache at the model's rate (after a checkpoint may have changed it); log
+        how large the decoded clips are against ``cache_mb``."""
+        self.cache = ClipCache(self.sample_rate, self.cache_mb) if self.cache_mb > 0 else None
+        paths = [path for items in self.splits.values() for path, _ in items]
+        total = sum(self._frames_or_zero(path) for path in paths) if self.cache_mb > 0 else 0
+        log.info(describe_cache(self.cache_mb, total, len(paths), self.sample_rate))
+
+    def _frames_or_zero(self, path: Path) -> int:
+        """Samples of a clip from its header, 0 for a broken one (named when it is first read)."""
+        try:
+            return self._frames(path)
+        except ValueError:
+            return 0
 
     def _drop_unreadable(self) -> None:
         """Read every clip once; drop the unreadable ones from the splits and count them."""
@@ -266,7 +297,7 @@ class AudioClassificationDataModule(ClassificationDataModule):
         elif train and self.batching == "variable" and self.bucket_by_length:
             lengths = [self._frames(path) for path, _ in items]
             sampler, shuffle = LengthBucketSampler(lengths, self.batch_size, self.seed), False
-        dataset = AudioClips(items, self.sample_rate, self.max_samples, random_crop=train)
+        dataset = AudioClips(items, self.sample_rate, self.max_samples, random_crop=train, cache=self.cache)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omniformer.data.audio import AudioClassificationDataModule
 from omniformer.data.audio_files import SUPPORTED_SUFFIXES, UNSUPPORTED_AUDIO
+from omniformer.data.locations import missing_hint
 from omniformer.data.splits import hold_out, split_folders
 
 
@@ -39,7 +40,9 @@ class AudioFolderDataModule(AudioClassificationDataModule):
 
     def find_splits(self) -> tuple[list[str], dict[str, list[tuple[Path, str]]]]:
         if self.root is None or not self.root.is_dir():
-            raise FileNotFoundError(f"data.root: audio folder {self.root} does not exist")
+            raise FileNotFoundError(
+                f"data.root: audio folder {self.root} does not exist; {missing_hint(Path(self.root))}"
+            )
         folders = split_folders(self.root, "clip") or {}
         train_root = folders.get("train", self.root)
         class_dirs = _class_dirs(train_root)
