@@ -125,13 +125,16 @@ def print_summary(results: dict[str, Any]) -> None:
 
 def format_value(key: str, value: Any) -> str:
     """A result as the table shows it: counts with thousands separators, fractions as percentages,
-    other numbers with four decimals below 10 and fewer above (``1.7691``, ``65.43``, ``1,234``)."""
+    seconds to a tenth, other numbers with four decimals below 10 and fewer above (``1.7691``,
+    ``65.43``, ``1,234``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
     if key.endswith("_fraction"):
         return f"{100 * value:.1f}%"
+    if key.endswith("_seconds"):
+        return f"{value:,.1f}"
     size = abs(value)
     if size >= 1000:
         return f"{value:,.0f}"

@@ -55,10 +55,11 @@ def _raised_by_omniformer(err: BaseException) -> bool:
 @contextlib.contextmanager
 def reported_briefly() -> Iterator[None]:
     """Inside a Hydra entry point: a user error leaves as a ``CompactHydraException`` (Hydra prints its
-    message alone and exits with status 1); with ``HYDRA_FULL_ERROR=1`` it keeps its traceback."""
+    message and its own ``HYDRA_FULL_ERROR=1`` hint, and exits with status 1); with
+    ``HYDRA_FULL_ERROR=1`` it keeps its traceback."""
     try:
         yield
     except Exception as err:
         if not is_user_error(err) or os.environ.get(FULL_ERROR) == "1":
             raise
-        raise CompactHydraException(f"{err}\n({FULL_ERROR}=1 shows the traceback)") from None
+        raise CompactHydraException(str(err)) from None

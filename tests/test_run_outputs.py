@@ -59,7 +59,7 @@ def test_the_table_names_the_weights_and_rounds_sensibly(capsys):
     assert re.search(r"0\.9877 +│ best\.ckpt \(step 2000\)", rows["test_acc"])
     shown = {key: row.split("│")[2].strip() for key, row in rows.items()}
     assert shown["steps"] == "3,000" and shown["parameters"] == "1,234,567"
-    assert shown["wall_seconds"] == "65.43"
+    assert shown["wall_seconds"] == "65.4"
     assert shown["data_wait_fraction"] == "1.2%" and shown["samples_per_sec"] == "12,346"
     assert format_value("x", 0.00001234) == "1.23e-05" and format_value("x", 0.0) == "0.0000"
 
@@ -141,7 +141,7 @@ def test_a_user_error_is_one_message_and_the_traceback_comes_on_request(tmp_path
     proc = run_main("omniformer.train", *args, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"ckpt_path: checkpoint {missing} does not exist" in proc.stderr
-    assert "HYDRA_FULL_ERROR=1 shows the traceback" in proc.stderr
+    assert "HYDRA_FULL_ERROR=1 for a complete stack trace" in proc.stderr  # Hydra's own hint
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run_main("omniformer.train", *args, check=False)
