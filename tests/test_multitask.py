@@ -336,8 +336,9 @@ def test_fit_logs_metrics_per_task_and_checkpoints_every_tokenizer_and_head(tmp_
     assert "digits/val_acc" in metrics and "sentiment/val_acc" in metrics and "lm/val_ppl" in metrics
     weighted = metrics["lm/val_loss"] + 2 * metrics["digits/val_loss"] + metrics["sentiment/val_loss"]
     assert metrics["val_loss"] == pytest.approx(weighted, rel=1e-5)
+    assert metrics["val_loss_weighted_sum"] == metrics["val_loss"]  # the monitored sum, by what it is
     tested = trainer.test(task, datamodule=data, verbose=False)[0]
-    assert set(tested) == {"digits/test_loss", "digits/test_acc", "test_loss"}
+    assert set(tested) == {"digits/test_loss", "digits/test_acc", "test_loss", "test_loss_weighted_sum"}
     # (the LM head is the text embedding: named_parameters lists it once, as tokenizers.text)
     for prefix in ("tokenizers.text", "heads.digits", "heads.sentiment", "tokenizers.image", "backbone"):
         assert any(

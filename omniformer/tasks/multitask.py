@@ -366,8 +366,8 @@ class MultiTaskTask(OmniTask):
             total = weighted if total is None else total + weighted
             seen = True
         if seen:  # `val_loss` is what checkpoints monitor; the name that says what it is, for readers
-            self.log(f"{split}_loss", total, prog_bar=(split == "val"), add_dataloader_idx=False)
-            self.log(f"{split}_loss_weighted_sum", total, add_dataloader_idx=False)
+            self.log(f"{split}_loss", total, add_dataloader_idx=False)
+            self.log(f"{split}_loss_weighted_sum", total, prog_bar=(split == "val"), add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
