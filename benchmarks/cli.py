@@ -9,7 +9,7 @@ From the repository root:
     python -m benchmarks suite.experiments.scaling=null results_dir=/tmp/bench   # drop one experiment
 
 A suite is a device, a precision and a mapping of experiments (``kind``: overhead, throughput, sdpa,
-scaling — see :mod:`benchmarks.experiments`), each over workloads registered in
+scaling, roof, profile, nanogpt_e2e — see :mod:`benchmarks.experiments`), each over workloads registered in
 ``benchmarks/conf/bench.yaml``.
 """
 
@@ -28,15 +28,16 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.experiments import EXPERIMENTS, Context
+from benchmarks.experiments import CHECKS, EXPERIMENTS, Context
 from benchmarks.machine import machine_info, measure_peak_flops
 from benchmarks.report import SCHEMA, timestamp, write_markdown, write_result
+from benchmarks.roof import add_cpu_mfu, measure_roof, merge_roofs
 from benchmarks.workloads import build_workloads
 
 log = logging.getLogger("benchmarks")
 
 # What a dry run keeps of each experiment: a step or two of every code path.
-_DRY_LIMITS = {"steps": 3, "infer_steps": 2, "warmup": 1, "rounds": 1}
+_DRY_LIMITS = {"steps": 3, "infer_steps": 2, "warmup": 1, "rounds": 1, "repeats": 2, "val_check_interval": 2}
 
 
 def _dry(params: dict[str, Any]) -> dict[str, Any]:
@@ -45,9 +46,13 @@ def _dry(params: dict[str, Any]) -> dict[str, Any]:
     for key, limit in _DRY_LIMITS.items():
         if params.get(key):
             params[key] = min(int(params[key]), limit)
-    for key in ("batch_sizes", "seq_lens", "backends"):
+    for key in ("batch_sizes", "seq_lens", "backends", "shapes"):
         if params.get(key):
             params[key] = list(params[key])[:2]
+    if params.get("min_seconds"):
+        params["min_seconds"] = min(float(params["min_seconds"]), 0.02)
+    if params.get("compile"):
+        params["compile"] = [False]
     if params.get("variants"):
         params["variants"] = list(dict.fromkeys(v.removesuffix("_compiled") for v in params["variants"]))
     if "variant" in params:
@@ -67,7 +72,30 @@ def _bind(name: str, kind: str, params: dict[str, Any], ctx: Context):
     except TypeError as err:
         allowed = [p for p in inspect.signature(function).parameters if p != "ctx"]
         raise ValueError(f"suite.experiments.{name} ({kind}): {err}; its settings are {allowed}") from None
+    if kind in CHECKS:
+        try:
+            CHECKS[kind](**params)
+        except ValueError as err:
+            raise ValueError(f"suite.experiments.{name} ({kind}): {err}") from None
     return function
+
+
+def _experiments(suite: DictConfig, ctx: Context, dry_run: bool) -> list[tuple[str, str, dict, Any]]:
+    """``(name, kind, settings, function)`` of every experiment, each checked before any runs; the
+    roof first (every later row is rated against it; it is measured again at the end)."""
+    experiments = []
+    for name, node in (suite.experiments or {}).items():
+        if node is None:
+            continue
+        params = OmegaConf.to_container(node, resolve=True)
+        kind = params.pop("kind", name)
+        if dry_run:
+            params = _dry(params)
+        experiments.append((name, kind, params, _bind(name, kind, params, ctx)))
+    if not experiments:
+        raise ValueError(f"suite {suite.name} has no experiments to run")
+    experiments.sort(key=lambda item: item[1] != "roof")
+    return experiments
 
 
 def _device(suite: DictConfig, dry_run: bool) -> torch.device:
@@ -103,23 +131,24 @@ def _run_suite(
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul left outside autocast
     started = time.perf_counter()
+    shrink = OmegaConf.to_container(suite.get("dry_run_overrides") or {}, resolve=True) if dry_run else {}
+    ctx = Context(
+        device=device,
+        precision=suite.precision,
+        peak_flops=0.0,  # measured below, once every experiment's settings are known to be valid
+        workloads=build_workloads(cfg.workloads),
+        sdpa=suite.get("sdpa", "default"),
+        check_syncs=bool(suite.get("check_syncs", False)) and device.type == "cuda",
+        extra_overrides=shrink,
+    )
+    experiments = _experiments(suite, ctx, dry_run)
     peak_cfg = OmegaConf.to_container(suite.peak, resolve=True)
     if dry_run:
         peak_cfg.update(size=min(peak_cfg.get("size", 256), 256), repeats=2)
     log.info("measuring the peak: %s", peak_cfg)
     peak = measure_peak_flops(str(device), **peak_cfg)
     log.info("peak %.3f TFLOP/s", peak["flops_per_sec"] / 1e12)
-
-    shrink = OmegaConf.to_container(suite.get("dry_run_overrides") or {}, resolve=True) if dry_run else {}
-    ctx = Context(
-        device=device,
-        precision=suite.precision,
-        peak_flops=peak["flops_per_sec"],
-        workloads=build_workloads(cfg.workloads),
-        sdpa=suite.get("sdpa", "default"),
-        check_syncs=bool(suite.get("check_syncs", False)) and device.type == "cuda",
-        extra_overrides=shrink,
-    )
+    ctx.peak_flops = peak["flops_per_sec"]
     stem = f"{timestamp()}-{suite.name}{'-dry' if dry_run else ''}"
     results_dir = Path(cfg.results_dir)
     result: dict[str, Any] = {
@@ -144,13 +173,7 @@ def _run_suite(
         "plots": [],
         "notes": list(suite.get("notes") or []),
     }
-    experiments = [(name, node) for name, node in (suite.experiments or {}).items() if node is not None]
-    for index, (name, node) in enumerate(experiments):
-        params = OmegaConf.to_container(node, resolve=True)
-        kind = params.pop("kind", name)
-        if dry_run:
-            params = _dry(params)
-        function = _bind(name, kind, params, ctx)
+    for index, (name, kind, params, function) in enumerate(experiments):
         log.info("== experiment %s (%s), %d of %d", name, kind, index + 1, len(experiments))
         try:
             out = function(ctx, **params)
@@ -163,6 +186,11 @@ def _run_suite(
         result["runs"] += out.get("runs", [])
         result["overhead"] += [{**row, "experiment": name} for row in out.get("overhead", [])]
         result["skipped"] += [{**row, "experiment": name} for row in out.get("skipped", [])]
+        if "roof" in out:
+            result["roof"] = {**out["roof"], "experiment": name}
+        for key in ("profile", "e2e", "e2e_ratios"):
+            if key in out:
+                result.setdefault(key, []).extend({**row, "experiment": name} for row in out[key])
         if kind == "scaling" and out.get("runs"):
             from omniformer.viz.curves import plot_scaling
 
@@ -176,8 +204,6 @@ def _run_suite(
         result["wall_seconds"] = round(time.perf_counter() - started, 1)
         result["complete"] = False
         _publish(cfg, result, results_dir, stem)
-    if not experiments:
-        raise ValueError(f"suite {suite.name} has no experiments to run")
     # The peak again at the end: on a shared machine the first measurement may have met a burst of
     # load; MFU is against the best rate seen in this run.
     again = measure_peak_flops(str(device), **peak_cfg)
@@ -187,6 +213,10 @@ def _run_suite(
         peak["flops_per_sec"] = again["flops_per_sec"]
         for run in result["runs"]:
             run["mfu"] = round(run["achieved_tflops"] * 1e12 / peak["flops_per_sec"], 4)
+    if "roof" in result:  # likewise the roof: the better of the start's and the end's rate per shape
+        first = result["roof"]
+        merged = merge_roofs(first, measure_roof(**first["settings"]))
+        result["roof"] = {**merged, "settings": first["settings"], "experiment": first["experiment"]}
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     result["complete"] = True
     path = _publish(cfg, result, results_dir, stem)
@@ -196,6 +226,9 @@ def _run_suite(
 
 def _publish(cfg: DictConfig, result: dict[str, Any], results_dir: Path, stem: str) -> Path:
     """Write the result JSON, regenerate the Markdown page, copy both (and plots) to ``copy_to``."""
+    if "roof" in result:  # CPU MFU of every row against the roof of its precision
+        add_cpu_mfu(result["runs"], result["roof"]["roof"])
+        add_cpu_mfu(result.get("e2e", []), result["roof"]["roof"])
     path = write_result(result, results_dir, stem)
     markdown = write_markdown(results_dir, cfg.markdown)
     log.info("results: %s (table: %s)", path, markdown)
@@ -224,6 +257,8 @@ def print_summary(result: dict[str, Any]) -> None:
         "tokens/s",
         "ms/step",
         "MFU",
+        "GFLOP/s",
+        "CPU MFU",
         "peak MiB",
     ):
         table.add_column(column)
@@ -237,9 +272,25 @@ def print_summary(result: dict[str, Any]) -> None:
             f"{run['tokens_per_sec']:,.0f}",
             f"{run['ms_per_step']:.2f}",
             f"{100 * run['mfu']:.1f}%",
+            f"{run['model_gflops_per_sec']:.1f}" if run.get("model_gflops_per_sec") is not None else "–",
+            f"{100 * run['cpu_mfu']:.1f}% {run['roof_dtype']}" if run.get("cpu_mfu") is not None else "–",
             f"{run['peak_mem_mib']:.0f}",
         )
     console.print(table)
+    if "roof" in result:
+        roofs = ", ".join(
+            f"{dtype} {flops / 1e9:.1f} GFLOP/s ({'×'.join(map(str, result['roof']['best_shape'][dtype]))})"
+            for dtype, flops in result["roof"]["roof"].items()
+        )
+        console.print(f"CPU roof ({result['roof']['threads']} threads): {roofs}")
+    if result.get("profile"):
+        from benchmarks.profile_run import render
+
+        print(render(result["profile"], title="where the time goes (kind: profile)"))
+    if result.get("e2e"):
+        from benchmarks.vs_nanogpt import render
+
+        print(render(result))
     if result["overhead"]:
         ratios = Table(title="side-by-side step-time ratios (paired by round; all steps: mean, median)")
         for column in ("workload", "comparison", "variant", "baseline", "paired", "mean", "median"):

@@ -512,4 +512,122 @@ def scaling(
     return {"runs": runs}
 
 
-EXPERIMENTS = {"overhead": overhead, "throughput": throughput, "sdpa": sdpa, "scaling": scaling}
+def roof(
+    ctx: Context,
+    dtypes: Sequence[str] = ("float32", "bfloat16"),
+    shapes: Sequence[Sequence[int]] = ((768, 128, 512), (768, 512, 128), (1024, 1024, 1024)),
+    repeats: int = 5,
+    min_seconds: float = 0.2,
+    max_call_seconds: float = 3.0,
+) -> dict[str, Any]:
+    """The CPU roof: best sustained matmul FLOP/s per dtype over ``[M, K, N]`` shapes, with the
+    suite's thread count (:func:`benchmarks.roof.measure_roof`). The suite measures it first and
+    again at the end, and rates every run row against it (``cpu_mfu``)."""
+    from benchmarks.roof import measure_roof
+
+    if ctx.device.type != "cpu":
+        raise ValueError(f"kind: roof measures the CPU; this suite runs on {ctx.device}")
+    settings = {"dtypes": list(dtypes), "shapes": [list(s) for s in shapes], "repeats": repeats}
+    settings.update(min_seconds=min_seconds, max_call_seconds=max_call_seconds)
+    measured = measure_roof(**settings)
+    for dtype, flops in measured["roof"].items():
+        log.info("roof %s: %.1f GFLOP/s (%s, %d threads)", dtype, flops / 1e9, measured["best_shape"][dtype],
+                 measured["threads"])  # fmt: skip
+    return {"roof": {**measured, "settings": settings}}
+
+
+def profile(
+    ctx: Context,
+    workload: str = "shakespeare_char",
+    overrides: Sequence[str] = (),
+    steps: int = 300,
+    val_check_interval: int | None = 150,
+    compile: Sequence[bool] = (False,),
+    trace_steps: int = 0,
+) -> dict[str, Any]:
+    """Where the time of a real ``omniformer-train`` run goes, per bucket (data, forward, backward,
+    optimizer, callbacks, checkpointing, logging, validation, ...), eager and/or compiled
+    (:func:`benchmarks.profile_run.profile_train`)."""
+    from benchmarks.profile_run import _tokens_per_step, profile_train
+
+    wl = ctx.workload(workload)
+    if wl.data is not None:
+        raise ValueError(
+            f"kind: profile runs omniformer-train, which cannot build workload {workload}'s data node"
+        )
+    args = [*wl.overrides, *overrides, f"trainer.precision={ctx.precision}", *ctx.extra_for(workload)]
+    reports = []
+    for compiled in compile:
+        log.info("profile %s, compile=%s, %d steps", " ".join(args), compiled, steps)
+        reports.append(
+            profile_train(
+                args,
+                steps=steps,
+                val_check_interval=val_check_interval,
+                compile=bool(compiled),
+                trace_steps=trace_steps,
+                tokens_per_step=_tokens_per_step(args),
+            )
+        )
+    return {"profile": reports}
+
+
+def nanogpt_e2e(
+    ctx: Context,
+    workload: str = "shakespeare_char",
+    overrides: Sequence[str] = (),
+    variants: Sequence[str] = ("plain", "omniformer"),
+    steps: int = 2000,
+    rounds: int = 2,
+    val_check_interval: int = 500,
+    eval_interval: int = 250,
+    eval_iters: int = 20,
+    nanogpt_dir: str | None = None,
+    isolate: bool | None = None,
+) -> dict[str, Any]:
+    """omniformer-train end to end (validations included) against nanoGPT's loop, alternating;
+    tokens/s ratios (:func:`benchmarks.vs_nanogpt.compare`)."""
+    from benchmarks.vs_nanogpt import compare, flops_per_token_of
+
+    if ctx.device.type != "cpu":
+        raise ValueError(f"kind: nanogpt_e2e compares CPU runs; this suite runs on {ctx.device}")
+    args = [*ctx.workload(workload).overrides, *overrides, *ctx.extra_for(workload)]
+    return compare(
+        overrides=args,
+        variants=variants,
+        steps=steps,
+        rounds=rounds,
+        val_check_interval=val_check_interval,
+        eval_interval=eval_interval,
+        eval_iters=eval_iters,
+        nanogpt_dir=nanogpt_dir,
+        isolate=isolate,
+        precision=ctx.precision,
+        flops_per_token=flops_per_token_of(args),
+    )
+
+
+def _check_roof(dtypes=("float32", "bfloat16"), shapes=((768, 128, 512),), repeats=5, **_) -> None:
+    from benchmarks.roof import check_roof_settings
+
+    check_roof_settings(list(dtypes), [list(s) for s in shapes], int(repeats))
+
+
+def _check_nanogpt(variants=("plain", "omniformer"), nanogpt_dir=None, **_) -> None:
+    from benchmarks.vs_nanogpt import check_variants
+
+    check_variants(list(variants), nanogpt_dir)
+
+
+EXPERIMENTS = {
+    "overhead": overhead,
+    "throughput": throughput,
+    "sdpa": sdpa,
+    "scaling": scaling,
+    "roof": roof,
+    "profile": profile,
+    "nanogpt_e2e": nanogpt_e2e,
+}
+
+#: Settings checked before a suite runs anything (a typo fails in a second, not after minutes).
+CHECKS = {"roof": _check_roof, "nanogpt_e2e": _check_nanogpt}

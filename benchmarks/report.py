@@ -19,7 +19,7 @@ SCHEMA = "omniformer-bench/1"
 
 # Fields added after the first result files were written: absent in those, required to be well
 # typed when present.
-ADDED_LATER = {"cpu_ms_per_step", "ratio_cpu"}
+ADDED_LATER = {"cpu_ms_per_step", "ratio_cpu", "model_gflops_per_sec", "roof_dtype", "roof_gflops", "cpu_mfu"}
 
 _NUMBER = (int, float)
 _OPTIONAL_NUMBER = (int, float, type(None))
@@ -81,6 +81,47 @@ RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "mfu": _NUMBER,
     "host_syncs_per_step": _OPTIONAL_NUMBER,
     "cpu_ms_per_step": _OPTIONAL_NUMBER,
+    # against the measured CPU roof of the run's precision (suites with a `kind: roof` experiment)
+    "model_gflops_per_sec": _OPTIONAL_NUMBER,
+    "roof_dtype": (str, type(None)),
+    "roof_gflops": _OPTIONAL_NUMBER,
+    "cpu_mfu": _OPTIONAL_NUMBER,
+}
+#: Sections only some suites write (`kind: roof`, `profile`, `nanogpt_e2e`): checked when present.
+OPTIONAL_SECTIONS: dict[str, tuple[type, ...]] = {
+    "roof": (dict,),
+    "profile": (list,),
+    "e2e": (list,),
+    "e2e_ratios": (list,),
+}
+ROOF_FIELDS: dict[str, tuple[type, ...]] = {
+    "threads": (int,),
+    "rows": (list,),
+    "roof": (dict,),
+    "best_shape": (dict,),
+}
+ROOF_ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "dtype": (str,),
+    "shape": (list,),
+    "threads": (int,),
+    "flops_per_sec": _NUMBER,
+    "median_flops_per_sec": _NUMBER,
+}
+PROFILE_FIELDS: dict[str, tuple[type, ...]] = {
+    "overrides": (list,),
+    "steps": (int,),
+    "compile": (bool,),
+    "wall_seconds": _NUMBER,
+    "buckets": (list,),
+}
+E2E_FIELDS: dict[str, tuple[type, ...]] = {
+    "variant": (str,),
+    "round": (int,),
+    "steps": (int,),
+    "wall_seconds": _NUMBER,
+    "tokens_per_sec": _NUMBER,
+    "val_loss": _OPTIONAL_NUMBER,
+    "val_loss_kind": (str,),
 }
 OVERHEAD_FIELDS: dict[str, tuple[type, ...]] = {
     "kind": (str,),
@@ -127,6 +168,16 @@ def validate_result(result: Any) -> None:
                 problems.append(f"result.runs[{i}].mode must be 'train' or 'infer', got {run.get('mode')!r}")
         for i, row in enumerate(result["overhead"]):
             _check(f"result.overhead[{i}]", row, OVERHEAD_FIELDS, problems)
+        present = {k: result[k] for k in OPTIONAL_SECTIONS if k in result}
+        _check("result", present, {k: OPTIONAL_SECTIONS[k] for k in present}, problems)
+        if isinstance(present.get("roof"), dict):
+            _check("result.roof", present["roof"], ROOF_FIELDS, problems)
+            for i, row in enumerate(present["roof"].get("rows") or []):
+                _check(f"result.roof.rows[{i}]", row, ROOF_ROW_FIELDS, problems)
+        for key, fields in (("profile", PROFILE_FIELDS), ("e2e", E2E_FIELDS)):
+            if isinstance(present.get(key), list):
+                for i, row in enumerate(present[key]):
+                    _check(f"result.{key}[{i}]", row, fields, problems)
     if problems:
         raise ValueError("benchmark result does not match its schema:\n  " + "\n  ".join(problems))
 
@@ -180,7 +231,8 @@ KIND_LABELS = {
 
 RUN_HEADER = (
     "| experiment | workload | model | variant | mode | precision | sdpa | batch × seq | tokens/s "
-    "| samples/s | ms/step (median) | data wait | peak mem (MiB) | GFLOP/token | MFU |"
+    "| samples/s | model GFLOP/s | CPU MFU | ms/step (median) | data wait | peak mem (MiB) | GFLOP/token "
+    "| MFU |"
 )
 
 
@@ -190,10 +242,61 @@ def _run_row(run: Mapping[str, Any]) -> str:
         f"| {run['experiment']} | {run['workload']} | {run['model']} | {run['variant']} | {run['mode']} "
         f"| {run['precision']} | {run['sdpa']} | {run['batch_size']} × {run['seq_len']} "
         f"| {_num(run['tokens_per_sec'], 0)} | {_num(run['samples_per_sec'], 1)} "
+        f"| {_num(run.get('model_gflops_per_sec'), 1)} | {_cpu_mfu(run)} "
         f"| {_num(run['ms_per_step'], 2)} ({_num(run['ms_per_step_median'], 2)}) "
         f"| {100 * run['data_wait_fraction']:.1f}% | {mem} | {run['flops_per_token'] / 1e9:.4g} "
         f"| {100 * run['mfu']:.1f}% |"
     )
+
+
+def _cpu_mfu(run: Mapping[str, Any]) -> str:
+    """``41.2% fp32``: the row's model FLOP/s over the measured CPU roof of its precision."""
+    if run.get("cpu_mfu") is None:
+        return "–"
+    short = {"float32": "fp32", "bfloat16": "bf16"}.get(run.get("roof_dtype") or "", run.get("roof_dtype"))
+    return f"{100 * run['cpu_mfu']:.1f}% {short}"
+
+
+def _roof_lines(roof: Mapping[str, Any]) -> list[str]:
+    best = ", ".join(
+        f"**{dtype} {flops / 1e9:.1f} GFLOP/s** ({'×'.join(map(str, roof['best_shape'][dtype]))})"
+        for dtype, flops in roof["roof"].items()
+    )
+    isa = roof.get("isa") or {}
+    flags = ", ".join(isa.get("flags") or []) or "no listed flags"
+    where = f" on {isa.get('torch_cpu_capability')} ({flags})"
+    lines = [
+        f"CPU roof with {roof['threads']} torch threads{where if isa else ''} (best sustained `torch.mm` "
+        f"rate, best of the start and the end of the run): {best}. CPU MFU = model FLOP/s over the roof "
+        "of the run's precision (fp32 for 32-true, bf16 for bf16-*).",
+        "",
+        "| dtype | (M×K) @ (K×N) | best GFLOP/s | median GFLOP/s |",
+        "|---|---|---|---|",
+    ]
+    for row in roof["rows"]:
+        m, k, n = row["shape"]
+        lines.append(
+            f"| {row['dtype']} | {m}×{k} @ {k}×{n} | {row['flops_per_sec'] / 1e9:.1f} "
+            f"| {row['median_flops_per_sec'] / 1e9:.1f} |"
+        )
+    for item in roof.get("skipped") or []:
+        m, k, n = item["shape"]
+        lines.append(f"| {item['dtype']} | {m}×{k} @ {k}×{n} | skipped: {item['reason']} | |")
+    return [*lines, ""]
+
+
+def _profile_lines(reports: list[Mapping[str, Any]]) -> list[str]:
+    from benchmarks.profile_run import render
+
+    body = render(reports, title=None, heading="####")
+    return ["Where the time of the real run goes (`kind: profile`):", "", *body.rstrip().splitlines(), ""]
+
+
+def _e2e_lines(result: Mapping[str, Any]) -> list[str]:
+    from benchmarks.vs_nanogpt import render
+
+    text = render({"e2e": result.get("e2e", []), "e2e_ratios": result.get("e2e_ratios", [])})
+    return ["End to end against nanoGPT's loop (`kind: nanogpt_e2e`):", "", *text.rstrip().splitlines(), ""]
 
 
 def render_markdown(results_dir: str | Path, title: str = "omniformer benchmark results") -> str:
@@ -226,6 +329,12 @@ def render_markdown(results_dir: str | Path, title: str = "omniformer benchmark 
             + ", ".join(f"{k}={v}" for k, v in sorted(result["settings"].items())),
             "",
         ]
+        if result.get("roof"):
+            lines += _roof_lines(result["roof"])
+        if result.get("e2e"):
+            lines += _e2e_lines(result)
+        if result.get("profile"):
+            lines += _profile_lines(result["profile"])
         overhead = result["overhead"]
         if overhead:
             lines += [

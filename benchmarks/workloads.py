@@ -12,8 +12,9 @@ as it is.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,21 +33,31 @@ def compose_train(overrides: Sequence[str]) -> DictConfig:
     from omniformer's configs, and restored afterwards.
     """
     from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
 
     from omniformer.config import register_schemas
 
     register_schemas()  # the structured-config schemas train.yaml uses
+    with hydra_set_aside(), initialize_config_module("omniformer.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@contextlib.contextmanager
+def hydra_set_aside() -> Iterator[None]:
+    """Set a running Hydra app aside (``python -m benchmarks``'s) while omniformer's configs are
+    composed or ``omniformer.train.run`` trains, and restore it — and its ``HydraConfig`` — afterwards."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     outer = GlobalHydra.instance().hydra
+    saved = HydraConfig.instance().cfg
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_module("omniformer.conf", version_base="1.3"):
-            return compose("train", overrides=list(overrides))
+        yield
     finally:
         GlobalHydra.instance().clear()
         if outer is not None:
             GlobalHydra.instance().initialize(outer)
+        HydraConfig.instance().cfg = saved
 
 
 @dataclass
