@@ -343,7 +343,7 @@ def train_callbacks(cfg: DictConfig, root_dir: str) -> list[L.Callback]:
     """The callbacks ``omniformer-train`` runs with, writing into ``root_dir``.
 
     The configured ones (``cfg.callbacks``: checkpointing, non-finite guard, learning-rate monitor,
-    progress bar, ...), built by ``train.py``'s own :func:`~omniformer.train.build_callbacks`, plus
+    progress bar, ...), built by omniformer-train's own :func:`~omniformer.fit_run.build_callbacks`, plus
     the per-step ones ``train.py`` adds itself: throughput and per-step seeding.
     """
     return [*build_callbacks(_redirected(cfg, root_dir)), Throughput(), StepSeed(int(cfg.seed))]

@@ -19,47 +19,27 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from omniformer.callbacks import NonFiniteLossError, RunInfo, StepSeed, Throughput
-from omniformer.checkpoint_io import AtomicCheckpointIO
-from omniformer.config import check_train_config, register_schemas
-from omniformer.files import atomic_write_text
+from omniformer.config import register_schemas
+from omniformer.fit_run import build_callbacks, fit_run  # noqa: F401  (build_callbacks: benchmarks, tests)
 from omniformer.known_warnings import silence_known_warnings
 from omniformer.launch import check_launch, is_rank_zero
-from omniformer.loggers import build_loggers, log_config
-from omniformer.model_summary import ModelSummary
-from omniformer.results import final_results, last_checkpoint_note, print_summary, write_results
-from omniformer.resume import RestoreLoaderState
+from omniformer.loggers import build_loggers  # noqa: F401  (benchmarks build the same loggers)
+from omniformer.results import print_summary
 from omniformer.run_folders import check_new_run, register_resolvers
 from omniformer.run_lock import hold_run_folder, prepare_run_folder
-from omniformer.run_resume import (
-    check_resume_data,
-    check_resume_task,
-    keep_log_history,
-    read_resume,
-    resolve_ckpt_path,
-    resume_command,
-)
-from omniformer.signals import GracefulStop, StopRequested
+from omniformer.run_resume import resolve_ckpt_path, resume_command  # noqa: F401  (tests, scripts)
+from omniformer.signals import StopRequested
 from omniformer.user_errors import reported_briefly
 
 log = logging.getLogger("omniformer")
-
-
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Instantiate the configured callbacks (a mapping of name → callback config; null entries skipped)."""
-    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -76,77 +56,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with hold_run_folder(run_dir) as lock:  # one run per folder, for the whole run (omniformer.run_lock)
         if lock is not None:  # the launch's leader: the ranks it starts write into the folder it checked
             check_new_run(run_dir, cfg.get("ckpt_path"))
-        return _train(cfg, run_dir)
-
-
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    check_train_config(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-    resume = read_resume(ckpt_path) if ckpt_path else None
-    if resume is not None:
-        check_resume_task(resume, cfg)
-    configured = build_callbacks(cfg)  # before the data: a bad callback argument fails first
-    loggers = build_loggers(cfg)
-
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    with open_dict(cfg):
-        cfg.data_spec = datamodule.spec()
-    task = instantiate(cfg.task)
-    if cfg.get("compile"):
-        task.net.backbone.compile()  # in place: state-dict keys stay free of `_orig_mod.`
-    artifacts = datamodule.artifacts() if hasattr(datamodule, "artifacts") else {}
-    config = OmegaConf.to_container(cfg, resolve=True)
-    if resume is not None:
-        check_resume_data(resume, artifacts, config)
-    if is_rank_zero():
-        for name, text in artifacts.items():
-            atomic_write_text(run_dir / name, text)
-
-    throughput = Throughput()
-    stop = GracefulStop(default_path=run_dir / "checkpoints" / "last.ckpt")
-    callbacks = [
-        *configured,
-        RunInfo(config, artifacts),
-        throughput,
-        StepSeed(cfg.seed),
-        RestoreLoaderState(),
-        stop,
-    ]
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    plugins = trainer_cfg.pop("plugins", None) or []
-    if trainer_cfg.get("enable_model_summary", True):  # ours, without Lightning's FLOPs (always 0 here)
-        callbacks.append(ModelSummary())
-    trainer_cfg["enable_model_summary"] = False
-    trainer: L.Trainer = instantiate(
-        trainer_cfg,
-        callbacks=callbacks,
-        logger=loggers or False,
-        default_root_dir=str(run_dir),
-        plugins=[AtomicCheckpointIO(), *(plugins if isinstance(plugins, list) else [plugins])],
-    )
-    if resume is not None and trainer.is_global_zero:
-        keep_log_history(trainer.loggers, resume.global_step)
-    log_config(trainer.loggers, config)  # after the kept history: it starts the writers
-    start = time.perf_counter()
-    try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except NonFiniteLossError as err:
-        raise NonFiniteLossError(f"{err}. {last_checkpoint_note(trainer)}") from None
-    wall = time.perf_counter() - start
-    if trainer.interrupted:
-        raise SystemExit(1)
-    # The final metrics come from a validation of the final weights.
-    results = final_results(
-        trainer, task, datamodule, run_dir, throughput, wall, bool(cfg.get("test_after_fit"))
-    )
-    if resume is not None:
-        results.update(resumed_from=resume.path, resumed_at_step=resume.global_step)
-    write_results(trainer, run_dir, results)
-    return results
+        return fit_run(cfg, run_dir)
 
 
 def run(overrides: list[str] | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""One training run in a prepared run folder: check the config, build callbacks, loggers, data, task
+and trainer from it, fit (resuming exactly from a checkpoint when asked), and report the results.
+
+:mod:`omniformer.train` (``omniformer-train``, :func:`omniformer.train.run`) composes the config and holds
+the run folder; this module does the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from omniformer.callbacks import NonFiniteLossError, RunInfo, StepSeed, Throughput
+from omniformer.checkpoint_io import AtomicCheckpointIO
+from omniformer.config import check_train_config
+from omniformer.files import atomic_write_text
+from omniformer.launch import is_rank_zero
+from omniformer.loggers import build_loggers, log_config
+from omniformer.model_summary import ModelSummary
+from omniformer.results import final_results, last_checkpoint_note, write_results
+from omniformer.resume import RestoreLoaderState
+from omniformer.run_resume import (
+    check_resume_data,
+    check_resume_task,
+    keep_log_history,
+    read_resume,
+    resolve_ckpt_path,
+)
+from omniformer.signals import GracefulStop
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Instantiate the configured callbacks (a mapping of name → callback config; null entries skipped)."""
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def fit_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Check ``cfg``, build callbacks, loggers, data, task and trainer, fit (resuming from
+    ``cfg.ckpt_path`` if set) and return the final results, also written to ``results.json``.
+    :func:`omniformer.train.train` holds the run folder around it."""
+    check_train_config(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    resume = read_resume(ckpt_path) if ckpt_path else None
+    if resume is not None:
+        check_resume_task(resume, cfg)
+    configured = build_callbacks(cfg)  # before the data: a bad callback argument fails first
+    loggers = build_loggers(cfg)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.data_spec = datamodule.spec()
+    task = instantiate(cfg.task)
+    if cfg.get("compile"):
+        task.net.backbone.compile()  # in place: state-dict keys stay free of `_orig_mod.`
+    artifacts = datamodule.artifacts() if hasattr(datamodule, "artifacts") else {}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if resume is not None:
+        check_resume_data(resume, artifacts, config)
+    if is_rank_zero():
+        for name, text in artifacts.items():
+            atomic_write_text(run_dir / name, text)
+
+    throughput = Throughput()
+    stop = GracefulStop(default_path=run_dir / "checkpoints" / "last.ckpt")
+    callbacks = [
+        *configured,
+        RunInfo(config, artifacts),
+        throughput,
+        StepSeed(cfg.seed),
+        RestoreLoaderState(),
+        stop,
+    ]
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    plugins = trainer_cfg.pop("plugins", None) or []
+    if trainer_cfg.get("enable_model_summary", True):  # ours, without Lightning's FLOPs (always 0 here)
+        callbacks.append(ModelSummary())
+    trainer_cfg["enable_model_summary"] = False
+    trainer: L.Trainer = instantiate(
+        trainer_cfg,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO(), *(plugins if isinstance(plugins, list) else [plugins])],
+    )
+    if resume is not None and trainer.is_global_zero:
+        keep_log_history(trainer.loggers, resume.global_step)
+    log_config(trainer.loggers, config)  # after the kept history: it starts the writers
+    start = time.perf_counter()
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except NonFiniteLossError as err:
+        raise NonFiniteLossError(f"{err}. {last_checkpoint_note(trainer)}") from None
+    wall = time.perf_counter() - start
+    if trainer.interrupted:
+        raise SystemExit(1)
+    # The final metrics come from a validation of the final weights.
+    results = final_results(
+        trainer, task, datamodule, run_dir, throughput, wall, bool(cfg.get("test_after_fit"))
+    )
+    if resume is not None:
+        results.update(resumed_from=resume.path, resumed_at_step=resume.global_step)
+    write_results(trainer, run_dir, results)
+    return results
