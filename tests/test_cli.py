@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.overrides import LM_CLI, replace
+from tests.helpers.overrides import LM_CLI
 from tests.helpers.paths import REPO
-from tests.helpers.runs import read_results, run_cli, run_main
+from tests.helpers.runs import read_results, run_main
 
 
 @pytest.fixture(scope="module")
@@ -145,20 +145,6 @@ def test_generate_refuses_missing_foreign_and_unsafe_checkpoints(tmp_path):
     proc = run_main("omniformer.generate", f"ckpt={unsafe}", check=False)
     assert proc.returncode != 0 and "refusing to load" in proc.stderr
     assert "payload ran" not in proc.stdout
-
-
-@pytest.mark.slow
-def test_multirun_sweeps_every_combination(tmp_path):
-    run_cli(
-        "omniformer.train",
-        "--multirun",
-        *replace(LM_CLI, "trainer.max_steps=3"),
-        "model.depth=1,2",
-        "optim.lr=1e-3,3e-4",
-        f"hydra.sweep.dir={tmp_path}",
-    )
-    results = sorted(tmp_path.glob("*/results.json"))
-    assert len(results) == 4
 
 
 @pytest.mark.slow

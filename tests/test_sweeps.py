@@ -85,18 +85,20 @@ def test_main_returns_the_monitored_metric_for_sweepers():
     assert monitored_value(compose_train([]), results) == 0.7
 
 
-def test_a_multirun_prints_and_writes_its_summary(tmp_path):
+def test_a_multirun_runs_every_combination_and_writes_its_summary(tmp_path):
     proc = run_main(
         "omniformer.train",
         "--multirun",
         *replace(LM_CLI, "trainer.max_steps=2", "trainer.val_check_interval=2", "task.sample_tokens=0"),
+        "model.depth=1,2",
         "optim.lr=1e-3,3e-4",
         f"hydra.sweep.dir={tmp_path}",
     )
+    assert len(list(tmp_path.glob("*/results.json"))) == 4  # one run folder per combination
     assert "Sweep summary" in proc.stdout and "optim.lr=0.001" in proc.stdout
     rows = json.loads((tmp_path / "sweep_summary.json").read_text())["runs"]
-    assert sorted(r["job"] for r in rows) == ["0", "1"] and all(r["steps"] == 2 for r in rows)
-    assert rows[0]["value"] <= rows[1]["value"] and rows[0]["metric"] == "val_loss"
+    assert sorted(r["job"] for r in rows) == ["0", "1", "2", "3"] and all(r["steps"] == 2 for r in rows)
+    assert [r["value"] for r in rows] == sorted(r["value"] for r in rows) and rows[0]["metric"] == "val_loss"
     assert (tmp_path / "sweep_summary.md").is_file()
 
 
