@@ -71,6 +71,7 @@ class Model:
         self.allow_targets = tuple(allow_targets)
         self._vocab = None
         self._reading: MediaReading | None = None
+        self._writer: PrefixWriter | None = None
 
     def __repr__(self) -> str:
         size = sum(p.numel() for p in self.net.parameters())
@@ -214,11 +215,12 @@ class Model:
                     f"{self.source} is a prefix LM that writes the text of {self.modality}: give "
                     f"{self.modality}=<file> (and, optionally, prompt= to start its text)"
                 )
-            settings = (max_new_tokens, temperature, top_k)
-            return [
-                prompt + cut_at_stop(self._write_after([media], prompt, *settings, seed + i, top_p)[0], stops)
+            items, settings = self.read_media([media]), (max_new_tokens, temperature, top_k)  # read once
+            texts = (
+                self.writer.write(items, [media], prompt, *settings, seed + i, top_p)[0]
                 for i in range(num_samples)
-            ]
+            )
+            return [prompt + cut_at_stop(text, stops) for text in texts]
         args = self._lm_args(max_new_tokens, temperature, top_k, num_samples, context_len, top_p, stops)
         return [sample_text(self.net, self.vocab, prompt, seed=seed + i, **args) for i in range(num_samples)]
 
@@ -293,7 +295,7 @@ class Model:
         texts: list[str] = []
         for start in range(0, len(inputs), TRANSCRIBE_BATCH):
             chunk = list(inputs[start : start + TRANSCRIBE_BATCH])
-            texts += self._write_after(chunk, "", max_new_tokens, 0.0, None, 0)
+            texts += self.writer.write(self.read_media(chunk), chunk, "", max_new_tokens, 0.0, None, 0)
         return texts
 
     @property
@@ -340,32 +342,24 @@ class Model:
             )
         return audio if audio is not None else image
 
-    @torch.no_grad()
-    def _write_after(
-        self,
-        inputs: Sequence[MediaInput],
-        prompt: str,
-        max_new_tokens: int | None,
-        temperature: float,
-        top_k: int | None,
-        seed: int,
-        top_p: float | None = None,
-    ) -> list[str]:
-        """One batch of a prefix LM: per input, the text written after its prefix and ``prompt``."""
+    @property
+    def writer(self) -> PrefixWriter:
+        """A prefix LM's :class:`~omniformer.prefix_writer.PrefixWriter`, built once: what
+        ``generate(audio=... | image=...)`` and ``transcribe`` write text with."""
         self._require(PREFIX_LM, "generating after a prefix")
-        writer = PrefixWriter(
-            self.net,
-            self.vocab,
-            self.media_reading,
-            self.modality,
-            source=self.source,
-            eos_id=int(self.config["eos_id"]),
-            head=self.head,
-            text_modality=self.config.get("text_modality", "text"),
-            longest_text=self.config.get("max_new_tokens"),
-        )
-        items = self.read_media(inputs)
-        return writer.write(items, inputs, prompt, max_new_tokens, temperature, top_k, seed, top_p)
+        if self._writer is None:
+            self._writer = PrefixWriter(
+                self.net,
+                self.vocab,
+                self.media_reading,
+                self.modality,
+                source=self.source,
+                eos_id=int(self.config["eos_id"]),
+                head=self.head,
+                text_modality=self.config.get("text_modality", "text"),
+                longest_text=self.config.get("max_new_tokens"),
+            )
+        return self._writer
 
     @property
     def vocab(self):
