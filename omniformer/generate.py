@@ -38,7 +38,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from omniformer.api import load
-from omniformer.inference import KIND_NAMES, Model
+from omniformer.inference import KIND_NAMES, Model, check_one_media
 from omniformer.model_spec import LANGUAGE_MODEL, PREFIX_LM
 from omniformer.sampling import check_generation
 from omniformer.text_stream import check_stop
@@ -85,8 +85,7 @@ def generate_text(
         FileNotFoundError: an ``audio``/``image`` file that does not exist (naming it).
     """
     settings = check_settings(max_new_tokens, temperature, top_k, top_p, stop, num_samples, context_len)
-    if audio is not None and image is not None:
-        raise ValueError("give audio= or image=, not both: a prefix LM reads one prefix")
+    check_one_media(audio, image)
     model = load(ckpt, device=device, allow_targets=allow_targets)
     if prompt is None:
         prompt = default_prompt(model, audio, image)
@@ -231,8 +230,7 @@ def run(cfg: DictConfig) -> None:
         cfg.get("context_len"),
     )
     media = {"audio": cfg.get("audio"), "image": cfg.get("image")}
-    if media["audio"] is not None and media["image"] is not None:
-        raise ValueError("give audio= or image=, not both: a prefix LM reads one prefix")
+    check_one_media(**media)
     interactive = bool(cfg.get("interactive"))
     prompt = read_prompt(cfg.get("prompt"), cfg.get("prompt_file"))
     if interactive and prompt is not None:

@@ -44,6 +44,13 @@ KIND_NAMES = {
 KIND_USES = {CLASSIFIER: "predict()", LANGUAGE_MODEL: "generate()", PREFIX_LM: "transcribe() or generate()"}
 
 
+def check_one_media(audio: MediaInput | None, image: MediaInput | None) -> None:
+    """One error when both ``audio`` and ``image`` are given (``generate`` checks it, and
+    ``omniformer-generate`` before it loads the model)."""
+    if audio is not None and image is not None:
+        raise ValueError("give audio= or image=, not both: a prefix LM reads one prefix")
+
+
 class Model:
     """A network with what it needs to be used (class names, input reading, vocabulary).
 
@@ -323,8 +330,7 @@ class Model:
 
     def _media_argument(self, audio: MediaInput | None, image: MediaInput | None) -> MediaInput | None:
         """The one media input of ``generate``; an error naming the argument the model cannot read."""
-        if audio is not None and image is not None:
-            raise ValueError("give audio= or image=, not both: a prefix LM reads one prefix")
+        check_one_media(audio, image)
         given = "audio" if audio is not None else "image" if image is not None else None
         if given is None:
             return None
