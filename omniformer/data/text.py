@@ -26,6 +26,7 @@ from omniformer.data.locations import data_location
 from omniformer.data.text_corpus import (
     Piece,
     SplitKind,
+    check_split,
     joined,
     locate,
     normalise,
@@ -101,13 +102,8 @@ class TextDataModule(L.LightningDataModule):
                 f"data.block_size and data.batch_size must be >= 1, got {block_size}, {batch_size}"
             )
         self.path = data_location(root, path, "data.path") or BUNDLED_SHAKESPEARE
+        check_split(split, val_files)
         self.split = split
-        if split not in ("auto", "tail", "per_file", "files"):
-            raise ValueError(f"data.split={split!r}; choose auto, tail, per_file or files")
-        if val_files and split != "files":
-            raise ValueError(
-                f"data.val_files={list(val_files)} holds out whole files: set data.split=files too"
-            )
         self.val_files = list(val_files) if val_files else None
         self.tokenizer, self.vocab_size = tokenizer, vocab_size
         self.block_size, self.batch_size = block_size, batch_size
@@ -123,8 +119,7 @@ class TextDataModule(L.LightningDataModule):
             return
         parts, changed = normalise(read_text_files(self.path))
         how = resolve_split(self.split, self.path)
-        root = self.path if self.path.is_dir() else None
-        pieces = split_corpus(parts, how, self.val_fraction, self.val_files, root)
+        pieces = split_corpus(parts, how, self.val_fraction, self.val_files, self.path)
         text = "\n".join(part for _, part in parts)
         train_text, val_text = joined(pieces["train"]), joined(pieces["val"])
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

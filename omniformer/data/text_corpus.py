@@ -132,10 +132,17 @@ def locate(pieces: Sequence[Piece], position: int) -> tuple[Path, int]:
     raise IndexError(f"position {position} lies beyond the corpus")
 
 
-def resolve_split(split: str, path: Path) -> str:
-    """``auto`` is ``per_file`` for a folder and ``tail`` for one file."""
+def check_split(split: str, val_files: Sequence[str] | None) -> None:
+    """One error for an unknown ``data.split``, or ``data.val_files`` without ``data.split=files``."""
     if split not in SPLITS:
-        raise ValueError(f"data.split={split!r}; choose one of {', '.join(SPLITS)}")
+        raise ValueError(f"data.split={split!r}; choose {', '.join(SPLITS[:-1])} or {SPLITS[-1]}")
+    if val_files and split != "files":
+        raise ValueError(f"data.val_files={list(val_files)} holds out whole files: set data.split=files too")
+
+
+def resolve_split(split: str, path: Path) -> str:
+    """``auto`` is ``per_file`` for a folder and ``tail`` for one file (``split`` checked by
+    :func:`check_split`)."""
     if split == "auto":
         return "per_file" if path.is_dir() else "tail"
     return split
@@ -149,7 +156,7 @@ def split_corpus(
     root: Path | None = None,
 ) -> dict[str, list[Piece]]:
     """``{"train": [...], "val": [...]}`` pieces of the corpus ``parts`` split ``how`` (module docstring);
-    ``val_files`` are named relative to ``root`` (default: the folder all files share).
+    ``val_files`` are named relative to ``root``, the corpus folder (needed by ``files`` alone).
 
     Raises:
         ValueError: ``files`` with one file, a ``val_files`` name that is no file of the corpus, or
@@ -170,8 +177,8 @@ def split_corpus(
             "train": [Piece(p.file, p.text, 0, cut) for p, cut in zip(whole, cuts)],
             "val": [Piece(p.file, p.text, cut, len(p)) for p, cut in zip(whole, cuts)],
         }
-    if how != "files":
-        raise ValueError(f"data.split={how!r}; choose one of {', '.join(SPLITS)}")
+    if how != "files" or root is None:
+        raise ValueError(f"split_corpus: how={how!r} (tail, per_file or files, the last with root)")
     held = held_out_files([p.file for p in whole], val_fraction, val_files, root)
     return {
         "train": [p for p in whole if p.file not in held],
@@ -180,16 +187,16 @@ def split_corpus(
 
 
 def held_out_files(
-    files: Sequence[Path], val_fraction: float, names: Sequence[str] | None, root: Path | None = None
+    files: Sequence[Path], val_fraction: float, names: Sequence[str] | None, root: Path
 ) -> set[Path]:
     """The files ``data.split=files`` holds out: ``names`` (file names or paths relative to the
-    folder), or the ``max(1, round(n · val_fraction))`` files with the smallest hash of their name."""
+    corpus folder ``root``), or the ``max(1, round(n · val_fraction))`` files with the smallest hash
+    of their name."""
     if len(files) < 2:
         raise ValueError(
             f"data.split=files holds out whole files, but the corpus is one file ({files[0]}); use "
             "data.split=tail, or a folder of several .txt files"
         )
-    root = root or _common(files)
     relative = {f: f.relative_to(root).as_posix() for f in files}
     if names:
         held = {f for f in files if relative[f] in names or f.name in names}
@@ -208,14 +215,3 @@ def held_out_files(
     if len(held) >= len(files):
         raise ValueError(f"data.val_files holds out every file of {root}; leave at least one to train on")
     return held
-
-
-def _common(files: Sequence[Path]) -> Path:
-    """The deepest folder every file lies under."""
-    parts = [f.parent.parts for f in files]
-    shared = []
-    for level in zip(*parts):
-        if len(set(level)) != 1:
-            break
-        shared.append(level[0])
-    return Path(*shared)
