@@ -48,12 +48,7 @@ from omniformer.tasks.balancing import (
 from omniformer.tasks.base import OmniTask
 
 # ClassificationLoss and LanguageModelingLoss are also named here by configs stored in older checkpoints.
-from omniformer.tasks.objectives import (  # noqa: F401
-    ClassificationLoss,
-    LanguageModelingLoss,
-    Objective,
-    PrefixLMLoss,
-)
+from omniformer.tasks.objectives import ClassificationLoss, LanguageModelingLoss, Objective  # noqa: F401
 from omniformer.tasks.optim import OptimSettings
 
 
@@ -96,24 +91,8 @@ def _member(name: str, node: Any, net: OmniModel) -> Member:
     loss = node["loss"]
     if not isinstance(loss, Objective):
         raise TypeError(f"{key}.loss is a {type(loss).__name__}, not an Objective")
-    if isinstance(loss, PrefixLMLoss):
-        _check_prefix_member(key, modality, loss, net)
+    loss.check_member(key, modality, net)
     return Member(modality, loss, weight)
-
-
-def _check_prefix_member(key: str, modality: str, loss: PrefixLMLoss, net: OmniModel) -> None:
-    """A prefix-LM member needs its text tokenizer and sequence markers around its prefix."""
-    if loss.text_modality not in net.tokenizers:
-        raise ValueError(
-            f"{key}.loss.text_modality={loss.text_modality!r}: no such tokenizer "
-            f"(task.net.tokenizers: {', '.join(sorted(net.tokenizers))})"
-        )
-    markers = net.markers
-    if markers is None or not markers.marks(modality) or loss.text_modality not in markers.names:
-        raise ValueError(
-            f"{key}: a prefix-LM member needs task.net.markers to mark {modality!r} and know "
-            f"{loss.text_modality!r} (see conf/tasks/read_digits.yaml)"
-        )
 
 
 class MemberMarkers(SegmentMarkers):

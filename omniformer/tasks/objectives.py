@@ -72,6 +72,10 @@ class Objective:
         ``targets``; objectives whose metrics need the model again (generation) override this."""
         self.update(metrics, outputs, targets)
 
+    def check_member(self, key: str, modality: str, net: OmniModel) -> None:
+        """Check ``net`` has what this objective needs as multi-task member ``key`` (``task.members.<name>``)
+        reading ``modality``; raise ``ValueError`` naming the key otherwise."""
+
     def use_data(self, datamodule: Any, modality: str) -> None:
         """Take what the metrics need from the data module (a vocabulary) and check it fits; called
         when training or evaluation sets up (``datamodule`` may be ``None``)."""
@@ -194,6 +198,20 @@ class PrefixLMLoss(Objective):
 
     def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
         return None
+
+    def check_member(self, key: str, modality: str, net: OmniModel) -> None:
+        """A prefix-LM member needs its text tokenizer and sequence markers around its prefix."""
+        if self.text_modality not in net.tokenizers:
+            raise ValueError(
+                f"{key}.loss.text_modality={self.text_modality!r}: no such tokenizer "
+                f"(task.net.tokenizers: {', '.join(sorted(net.tokenizers))})"
+            )
+        markers = net.markers
+        if markers is None or not markers.marks(modality) or self.text_modality not in markers.names:
+            raise ValueError(
+                f"{key}: a prefix-LM member needs task.net.markers to mark {modality!r} and know "
+                f"{self.text_modality!r} (see conf/tasks/read_digits.yaml)"
+            )
 
     def evaluate(
         self,
