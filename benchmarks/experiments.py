@@ -587,7 +587,7 @@ def nanogpt_e2e(
 ) -> dict[str, Any]:
     """omniformer-train end to end (validations included) against nanoGPT's loop, alternating;
     tokens/s ratios (:func:`benchmarks.vs_nanogpt.compare`)."""
-    from benchmarks.vs_nanogpt import compare, flops_per_token_of
+    from benchmarks.vs_nanogpt import compare
 
     if ctx.device.type != "cpu":
         raise ValueError(f"kind: nanogpt_e2e compares CPU runs; this suite runs on {ctx.device}")
@@ -603,7 +603,6 @@ def nanogpt_e2e(
         nanogpt_dir=nanogpt_dir,
         isolate=isolate,
         precision=ctx.precision,
-        flops_per_token=flops_per_token_of(args),
     )
 
 

@@ -250,6 +250,7 @@ def train_plain(
     clip: float | None = 1.0,
     check_syncs: bool = False,
     loss: Callable[[Any], torch.Tensor] | None = None,
+    before_step: Callable[[int], object] | None = None,
 ) -> Measurement:
     """A hand-written training loop over ``task.net``: the task's objective, backward, clip, AdamW, schedule.
 
@@ -258,7 +259,9 @@ def train_plain(
     both loops do the same arithmetic; only the loop around it differs. ``batches``: batches fetched
     in advance (cycled), or anything re-iterable that yields them as it goes (:class:`LoaderBatches`,
     a ``DataLoader``), re-iterated when it ends. ``loss``: another function of a batch, for a study
-    that feeds the model differently. Move the model to ``device`` (and compile it) before calling.
+    that feeds the model differently. ``before_step``: called with the step's index (warm-up
+    included) before it starts, for work a loop does between steps (nanoGPT's ``estimate_loss``);
+    its time counts in that step's. Move the model to ``device`` (and compile it) before calling.
     """
     loss = loss or (lambda batch: task.model_step(batch)[0])
     net = task.net.train()
@@ -268,9 +271,11 @@ def train_plain(
     clock, data = StepClock(device, warmup), 0.0
     params = [p for p in net.parameters() if p.requires_grad]
     with PeakMemory(device) as memory, SyncCounter(device, check_syncs) as syncs:
-        for _ in range(warmup + steps):
+        for index in range(warmup + steps):
             if clock.timing:
                 syncs.arm()
+            if before_step is not None:
+                before_step(index)
             start = time.perf_counter()
             batch = to_device(next(source), device)
             if clock.timing:

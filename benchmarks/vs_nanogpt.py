@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("plain", "plain_compiled", "omniformer", "omniformer_compiled", "nanogpt", "nanogpt_compiled")
@@ -216,30 +215,18 @@ def run_omniformer(args: list[str], scratch: Path, isolate: bool) -> dict[str, A
 
 # --------------------------------------------------------------------------------------------- plain
 def run_plain(
-    cfg,
-    *,
-    steps: int,
-    compile: bool,
-    eval_interval: int,
-    eval_iters: int,
-    precision: str,
-    seed: int = 1337,
+    cfg, *, steps: int, compile: bool, eval_interval: int, eval_iters: int, precision: str
 ) -> dict[str, Any]:
-    """nanoGPT's training loop in plain PyTorch over omniformer's model (see the module docstring)."""
-    import lightning as L
-    from hydra.utils import instantiate
-
-    from benchmarks.runners import autocast
-    from omniformer.tasks.optim import build_optimizer
+    """nanoGPT's training loop over omniformer's model (see the module docstring): the suite's plain
+    loop (:func:`benchmarks.runners.train_plain`) fed by nanoGPT's ``get_batch``, with its
+    ``estimate_loss`` every ``eval_interval`` steps and after the last."""
+    from benchmarks.runners import autocast, train_plain
+    from benchmarks.workloads import Workload
 
     started = time.perf_counter()
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    with open_dict(cfg):
-        cfg.data_spec = datamodule.spec()
-    L.seed_everything(seed, verbose=False)
-    task = instantiate(cfg.task)
-    net = task.net.train()
+    built = Workload.build(cfg)
+    task, datamodule = built.task, built.datamodule
+    net = task.net
     if compile:
         net.backbone.compile()
     splits = {
@@ -269,34 +256,30 @@ def run_plain(
         net.train()
         return out
 
-    built = build_optimizer(net, task.optim, steps)
-    optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
-    params = [p for p in net.parameters() if p.requires_grad]
-    clip = cfg.trainer.get("gradient_clip_val")
-    step_ms, val = [], math.nan
-    x, y = get_batch("train")
-    for it in range(steps + 1):  # nanoGPT runs iterations 0..max_iters and evaluates at both ends
-        t0 = time.perf_counter()
-        if it % eval_interval == 0 or it == steps:
-            val = estimate_loss()["val"]
-        if it == steps:
-            break
-        with autocast(device, precision):
-            loss = task.model_step((x, y))[0]
-        x, y = get_batch("train")
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if it > 0:
-            step_ms.append(1000 * (time.perf_counter() - t0))
+    val = {"val": math.nan}
+
+    def evaluate(step: int) -> None:
+        if step % eval_interval == 0:
+            val.update(estimate_loss())
+
+    # nanoGPT runs iterations 0..max_iters and evaluates at both ends; step 0 (the first evaluation
+    # and warm-up) is untimed, as its log leaves iteration 0 out.
+    measured = train_plain(
+        task,
+        iter(lambda: get_batch("train"), None),
+        steps=steps - 1,
+        warmup=1,
+        device=device,
+        precision=precision,
+        clip=cfg.trainer.get("gradient_clip_val"),
+        before_step=evaluate,
+    )
+    val.update(estimate_loss())
     return {
         "wall_seconds": time.perf_counter() - started,
-        "val_loss": round(val, 4),
+        "val_loss": round(val["val"], 4),
         "val_loss_kind": f"{eval_iters}-batch estimate",
-        "ms_per_step_median": statistics.median(step_ms) if step_ms else None,
+        "ms_per_step_median": 1000 * measured.median_step if measured.steps else None,
     }
 
 
@@ -313,9 +296,10 @@ def compare(
     nanogpt_dir: str | None = None,
     isolate: bool | None = None,
     precision: str = "32-true",
-    flops_per_token: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Run ``variants`` in alternating rounds; rows per run (``e2e``) and paired ratios (``e2e_ratios``).
+
+    Every row carries the model's training FLOPs per token (:func:`flops_per_token_of`), for CPU MFU.
 
     ``isolate``: omniformer in a fresh process (default: when nanoGPT, which always does, is run).
     """
@@ -328,6 +312,7 @@ def compare(
     cfg = compose_train(list(overrides))
     batch, block = int(cfg.data.batch_size), int(cfg.data.block_size)
     tokens = steps * batch * block
+    flops_per_token = flops_per_token_of(cfg)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="vs-nanogpt-") as tmp:
         scratch = Path(tmp)
@@ -369,7 +354,7 @@ def compare(
                         "seq_len": block,
                         "precision": precision,
                         "tokens_per_sec": round(tokens / out["wall_seconds"], 1),
-                        "flops_per_token": int(flops_per_token or 0),
+                        "flops_per_token": flops_per_token,
                         **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()},
                     }
                 )
@@ -455,7 +440,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         eval_iters=args.eval_iters,
         nanogpt_dir=args.nanogpt_dir,
         precision=args.precision,
-        flops_per_token=flops_per_token_of(overrides),
     )
     roof = measure_roof()
     add_cpu_mfu(result["e2e"], roof["roof"])
@@ -466,21 +450,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(render(result))
 
 
-def flops_per_token_of(overrides: Sequence[str]) -> int:
-    """Training FLOPs per token of the model ``overrides`` build (its data module is set up for the
-    vocabulary size)."""
-    from hydra.utils import instantiate
-
+def flops_per_token_of(cfg) -> int:
+    """Training FLOPs per token of the model a composed train config builds (its data module is set up
+    for the vocabulary size)."""
     from benchmarks.flops import model_flops_per_token
-    from benchmarks.workloads import compose_train
+    from benchmarks.workloads import Workload
 
-    cfg = compose_train(list(overrides))
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    with open_dict(cfg):
-        cfg.data_spec = datamodule.spec()
-    task = instantiate(cfg.task)
-    return model_flops_per_token(task.net, task.net.backbone, int(cfg.data.block_size), training=True)
+    net = Workload.build(cfg).task.net
+    return model_flops_per_token(net, net.backbone, int(cfg.data.block_size), training=True)
 
 
 if __name__ == "__main__":

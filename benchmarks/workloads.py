@@ -121,7 +121,8 @@ class Workload:
                 OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
         return cfg
 
-    def build_data(self, cfg: DictConfig) -> L.LightningDataModule:
+    @staticmethod
+    def build_data(cfg: DictConfig) -> L.LightningDataModule:
         """Instantiate and set up the data module; store its ``spec()`` as ``cfg.data_spec``."""
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
@@ -129,10 +130,13 @@ class Workload:
             cfg.data_spec = datamodule.spec()
         return datamodule
 
-    def build(self, cfg: DictConfig, seed: int | None = None) -> Built:
-        """Instantiate and set up the data module, then the task (seeded: same init every time)."""
+    @staticmethod
+    def build(cfg: DictConfig, seed: int | None = None) -> Built:
+        """Instantiate and set up the data module, then the task (seeded: same init every time).
+
+        Depends on ``cfg`` alone, so ``Workload.build(cfg)`` builds any composed train config."""
         L.seed_everything(cfg.seed if seed is None else seed, verbose=False)
-        datamodule = self.build_data(cfg)
+        datamodule = Workload.build_data(cfg)
         L.seed_everything(cfg.seed if seed is None else seed, verbose=False)
         task = instantiate(cfg.task)
         return Built(cfg, datamodule, task)
