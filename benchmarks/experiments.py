@@ -548,7 +548,7 @@ def profile(
     """Where the time of a real ``omniformer-train`` run goes, per bucket (data, forward, backward,
     optimizer, callbacks, checkpointing, logging, validation, ...), eager and/or compiled
     (:func:`benchmarks.profile_run.profile_train`)."""
-    from benchmarks.profile_run import _tokens_per_step, profile_train
+    from benchmarks.profile_run import profile_train
 
     wl = ctx.workload(workload)
     if wl.data is not None:
@@ -566,7 +566,6 @@ def profile(
                 val_check_interval=val_check_interval,
                 compile=bool(compiled),
                 trace_steps=trace_steps,
-                tokens_per_step=_tokens_per_step(args),
             )
         )
     return {"profile": reports}

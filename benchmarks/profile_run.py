@@ -376,11 +376,14 @@ def profile_train(
     ranges with the most exclusive time), per-step figures of the training steps, the validations'
     durations, the run's own results (``results.json``) and, compiled, what ``torch.compile`` did.
     ``trace_steps``: a ``torch.profiler`` records that many training steps (after 5) — ``top_ops``,
-    and the Chrome trace in ``trace_file`` when given.
+    and the Chrome trace in ``trace_file`` when given. ``tokens_per_step``: default batch × block of a
+    text config (none for other data).
     """
     from benchmarks.workloads import hydra_set_aside
     from omniformer.train import run
 
+    if tokens_per_step is None:
+        tokens_per_step = _tokens_per_step(overrides)
     key = uuid.uuid4().hex
     before = 0
     if compile:
@@ -573,7 +576,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 compile=compiled,
                 trace_steps=args.trace_steps,
                 trace_file=f"{args.out}-{'compiled' if compiled else 'eager'}.trace.json",
-                tokens_per_step=_tokens_per_step(overrides),
             )
         )
     from benchmarks.machine import machine_info
