@@ -38,7 +38,7 @@ class Objective:
     """What an objective provides: the loss of a batch and the metrics to report.
 
     Subclasses implement :meth:`step`; ``metrics`` builds the member's extra validation metrics
-    (besides the loss, which the task tracks), ``update`` feeds them.
+    (besides the loss, which the task tracks), ``evaluate`` feeds them.
     """
 
     def step(self, net: OmniModel, modality: str, head: str, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -53,11 +53,6 @@ class Objective:
         """Extra metrics by short name (``acc``), logged as ``<member>/val_<name>``."""
         return {}
 
-    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
-        """Feed one batch to the metrics."""
-        if len(metrics):
-            metrics.update(outputs, targets)
-
     def evaluate(
         self,
         metrics: MetricCollection,
@@ -70,7 +65,8 @@ class Objective:
     ) -> None:
         """Feed one validation or test batch to the metrics, after :meth:`step` gave ``outputs`` and
         ``targets``; objectives whose metrics need the model again (generation) override this."""
-        self.update(metrics, outputs, targets)
+        if len(metrics):
+            metrics.update(outputs, targets)
 
     def check_member(self, key: str, modality: str, net: OmniModel) -> None:
         """Check ``net`` has what this objective needs as multi-task member ``key`` (``task.members.<name>``)
@@ -128,9 +124,6 @@ class LanguageModelingLoss(Objective):
         logits = net(modality, head, inputs, causal=True)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         return loss, logits, targets
-
-    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
-        return None
 
     def derived(self, loss: Tensor) -> dict[str, Tensor]:
         return {"ppl": torch.exp(loss)}
@@ -195,9 +188,6 @@ class PrefixLMLoss(Objective):
 
     def metrics(self, head: nn.Module) -> dict[str, Metric]:
         return generation_metrics() if self.transcriber is not None else {}
-
-    def update(self, metrics: MetricCollection, outputs: Tensor, targets: Tensor) -> None:
-        return None
 
     def check_member(self, key: str, modality: str, net: OmniModel) -> None:
         """A prefix-LM member needs its text tokenizer and sequence markers around its prefix."""
