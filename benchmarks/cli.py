@@ -68,13 +68,14 @@ def _bind(name: str, kind: str, params: dict[str, Any], ctx: Context):
         )
     function = EXPERIMENTS[kind]
     try:
-        inspect.signature(function).bind(ctx, **params)
+        bound = inspect.signature(function).bind(ctx, **params)
     except TypeError as err:
         allowed = [p for p in inspect.signature(function).parameters if p != "ctx"]
         raise ValueError(f"suite.experiments.{name} ({kind}): {err}; its settings are {allowed}") from None
-    if kind in CHECKS:
+    if kind in CHECKS:  # with the experiment's own defaults for the settings the suite leaves out
+        bound.apply_defaults()
         try:
-            CHECKS[kind](**params)
+            CHECKS[kind](**{k: v for k, v in bound.arguments.items() if k != "ctx"})
         except ValueError as err:
             raise ValueError(f"suite.experiments.{name} ({kind}): {err}") from None
     return function

@@ -527,8 +527,13 @@ def roof(
 
     if ctx.device.type != "cpu":
         raise ValueError(f"kind: roof measures the CPU; this suite runs on {ctx.device}")
-    settings = {"dtypes": list(dtypes), "shapes": [list(s) for s in shapes], "repeats": repeats}
-    settings.update(min_seconds=min_seconds, max_call_seconds=max_call_seconds)
+    settings = {
+        "dtypes": list(dtypes),
+        "shapes": [list(s) for s in shapes],
+        "repeats": repeats,
+        "min_seconds": min_seconds,
+        "max_call_seconds": max_call_seconds,
+    }
     measured = measure_roof(**settings)
     for dtype, flops in measured["roof"].items():
         log.info("roof %s: %.1f GFLOP/s (%s, %d threads)", dtype, flops / 1e9, measured["best_shape"][dtype],
@@ -605,13 +610,13 @@ def nanogpt_e2e(
     )
 
 
-def _check_roof(dtypes=("float32", "bfloat16"), shapes=((768, 128, 512),), repeats=5, **_) -> None:
+def _check_roof(dtypes, shapes, repeats, **_) -> None:
     from benchmarks.roof import check_roof_settings
 
     check_roof_settings(list(dtypes), [list(s) for s in shapes], int(repeats))
 
 
-def _check_nanogpt(variants=("plain", "omniformer"), nanogpt_dir=None, **_) -> None:
+def _check_nanogpt(variants, nanogpt_dir, **_) -> None:
     from benchmarks.vs_nanogpt import check_variants
 
     check_variants(list(variants), nanogpt_dir)
@@ -627,5 +632,6 @@ EXPERIMENTS = {
     "nanogpt_e2e": nanogpt_e2e,
 }
 
-#: Settings checked before a suite runs anything (a typo fails in a second, not after minutes).
+#: Settings checked before a suite runs anything (a typo fails in a second, not after minutes); each
+#: check gets every setting of its experiment, the defaults of its signature filled in.
 CHECKS = {"roof": _check_roof, "nanogpt_e2e": _check_nanogpt}
