@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+import omniformer.data.image_augment as image_augment
 import omniformer.data.image_folder as image_folder
 from omniformer.config import ConfigError, check_train_config
 from omniformer.data import ImageFolderDataModule
@@ -55,6 +56,17 @@ def test_a_grey_folder_is_read_as_one_channel_with_the_light_preset(tmp_path, mo
     assert any("chose the 'light' preset" in line for line in said)
     kinds = [type(step) for step in dm.train_steps]
     assert kinds == [v2.RandomAffine]  # small shifts and rotations, never a flip
+
+
+def test_skip_corrupt_decodes_each_file_once_for_grey_detection_too(tmp_path, monkeypatch):
+    """data.skip_corrupt decodes every image at setup; detection uses what it saw, opening none again."""
+    said = messages_of(monkeypatch)
+    opened: list[str] = []
+    monkeypatch.setattr(image_augment, "is_grayscale", lambda path: opened.append(path) or True)
+    dm = folder(grey_folder(tmp_path / "scans"), skip_corrupt=True)
+    dm.setup("fit")
+    assert opened == [] and dm.channels == 1
+    assert "12 of 12 sampled training images are grey" in said[0]
 
 
 def test_a_colour_folder_keeps_rgb_and_the_photo_preset(tmp_path, monkeypatch):

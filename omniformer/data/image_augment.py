@@ -20,12 +20,12 @@ export never build them (evaluation never augments).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from PIL import ImageChops
+from PIL import Image
 from torchvision.transforms import v2
 
-from omniformer.data.image_files import load_image
+from omniformer.data.image_files import channels_equal, load_image
 
 PRESETS = ("photo", "light", "none")
 #: Training images looked at to tell a grayscale folder from a colour one.
@@ -49,19 +49,26 @@ def augment_steps(preset: str, image_size: Sequence[int]) -> list[Callable]:
 
 
 def is_grayscale(path: str) -> bool:
-    """Whether the image at ``path`` is grey: a one-channel mode, or colour with equal channels."""
-    image = load_image(path)
+    """Whether the image at ``path`` is grey (:func:`grey_image`)."""
+    return grey_image(load_image(path))
+
+
+def grey_image(image: Image.Image) -> bool:
+    """Whether a decoded ``image`` is grey: a one-channel mode, or colour with equal channels."""
     if image.mode in GRAY_MODES:
         return True
     if image.mode not in ("RGB", "RGBA"):
         image = image.convert("RGB")
-    r, g, b = image.split()[:3]
-    return ImageChops.difference(r, g).getbbox() is None and ImageChops.difference(r, b).getbbox() is None
+    return channels_equal(image)
 
 
-def detect_channels(paths: Sequence[str], seed: int) -> tuple[int, int, int]:
+def detect_channels(
+    paths: Sequence[str], seed: int, known: Mapping[str, bool] | None = None
+) -> tuple[int, int, int]:
     """``(channels, grey, sampled)``: 1 when all of up to :data:`GRAY_SAMPLE` files (a fixed sample
     drawn with ``seed``) are grayscale, else 3; how many of how many sampled files were grey.
+    ``known``: whether files already decoded are grey (``data.skip_corrupt`` decodes every one), so
+    they are not opened again.
 
     An unreadable file is left out of the count: its error, naming it, comes when it is first read
     (or ``data.skip_corrupt`` drops it), as without detection.
@@ -69,10 +76,11 @@ def detect_channels(paths: Sequence[str], seed: int) -> tuple[int, int, int]:
     sample = list(paths)
     if len(sample) > GRAY_SAMPLE:
         sample = random.Random(seed).sample(sample, GRAY_SAMPLE)
+    known = known or {}
     found = []
     for path in sample:
         try:
-            found.append(is_grayscale(path))
+            found.append(known[path] if path in known else is_grayscale(path))
         except ValueError:
             continue
     grey = sum(found)

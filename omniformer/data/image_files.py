@@ -109,6 +109,12 @@ def load_image(path: str | Path) -> Image.Image:
     return image
 
 
+def channels_equal(image: Image.Image) -> bool:
+    """Whether the R, G and B channels of an ``RGB``/``RGBA`` ``image`` are equal (a grey picture)."""
+    r, g, b = image.split()[:3]
+    return ImageChops.difference(r, g).getbbox() is None and ImageChops.difference(r, b).getbbox() is None
+
+
 def convert_channels(image: Image.Image, channels: int, path: str | Path, strict: bool) -> Image.Image:
     """``image`` as ``L`` (``channels=1``) or ``RGB`` (``channels=3``).
 
@@ -122,13 +128,11 @@ def convert_channels(image: Image.Image, channels: int, path: str | Path, strict
         return image.convert("RGB")
     if channels != 1:
         raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-    if image.mode == "RGB" and strict:
-        r, g, b = image.split()
-        if ImageChops.difference(r, g).getbbox() or ImageChops.difference(r, b).getbbox():
-            raise ValueError(
-                f"{path} is a colour (RGB) image but the model reads 1-channel grayscale images; "
-                "convert the file to grayscale first (the model never saw colour)"
-            )
+    if image.mode == "RGB" and strict and not channels_equal(image):
+        raise ValueError(
+            f"{path} is a colour (RGB) image but the model reads 1-channel grayscale images; "
+            "convert the file to grayscale first (the model never saw colour)"
+        )
     return image.convert("L")
 
 

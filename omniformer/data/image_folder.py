@@ -14,7 +14,7 @@ from torchvision import datasets, tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from omniformer.data.image import ImageDataModule, TransformedSubset, identity
-from omniformer.data.image_augment import PRESETS, augment_steps, detect_channels, preset_for
+from omniformer.data.image_augment import PRESETS, augment_steps, detect_channels, grey_image, preset_for
 from omniformer.data.image_files import load_image, read_image
 from omniformer.data.splits import split_folders, split_indices
 
@@ -124,6 +124,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.extensions = tuple(e.lower() for e in extensions)
         self.extra_train_steps = self.train_steps  # data.train_transforms, after the preset's
         self.skipped: list[str] = []
+        self._grey: dict[str, bool] = {}  # path → grey, for files skip_corrupt has decoded already
 
     @staticmethod
     def check_config(args: Mapping[str, Any]) -> list[str]:
@@ -152,7 +153,7 @@ class ImageFolderDataModule(ImageDataModule):
         """Decide ``channels=auto`` from a sample of the training files, and the augmentation preset."""
         if self._channels is None:
             paths = [path for path, _ in source.samples]
-            channels, grey, sampled = detect_channels(paths, self.split_seed)
+            channels, grey, sampled = detect_channels(paths, self.split_seed, self._grey)
             self._channels = self._reader.channels = channels
             kind = "grayscale: reading 1 channel" if channels == 1 else "not all grayscale: reading RGB"
             rank_zero_info(
@@ -213,13 +214,16 @@ class ImageFolderDataModule(ImageDataModule):
         return source, test, val, classes
 
     def _drop_corrupt(self, dataset: datasets.ImageFolder) -> None:
-        """Decode every image once; drop the unreadable ones from ``dataset`` and count them."""
+        """Decode every image once; drop the unreadable ones from ``dataset`` and count them (and, for
+        ``channels=auto``, note which are grey, so detection opens none of them again)."""
 
         def readable(sample: tuple[str, int]) -> bool:
             try:
-                load_image(sample[0])
+                image = load_image(sample[0])
             except ValueError:
                 return False
+            if self._channels is None:  # channels=auto: note what detection would open the file for
+                self._grey[sample[0]] = grey_image(image)
             return True
 
         with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
