@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.experiments import CHECKS, EXPERIMENTS, Context
 from benchmarks.machine import machine_info, measure_peak_flops
-from benchmarks.report import SCHEMA, timestamp, write_markdown, write_result
+from benchmarks.report import SCHEMA, cpu_mfu_cell, roof_best, timestamp, write_markdown, write_result
 from benchmarks.roof import add_cpu_mfu, measure_roof, merge_roofs
 from benchmarks.workloads import build_workloads
 
@@ -274,16 +274,12 @@ def print_summary(result: dict[str, Any]) -> None:
             f"{run['ms_per_step']:.2f}",
             f"{100 * run['mfu']:.1f}%",
             f"{run['model_gflops_per_sec']:.1f}" if run.get("model_gflops_per_sec") is not None else "–",
-            f"{100 * run['cpu_mfu']:.1f}% {run['roof_dtype']}" if run.get("cpu_mfu") is not None else "–",
+            cpu_mfu_cell(run),
             f"{run['peak_mem_mib']:.0f}",
         )
     console.print(table)
     if "roof" in result:
-        roofs = ", ".join(
-            f"{dtype} {flops / 1e9:.1f} GFLOP/s ({'×'.join(map(str, result['roof']['best_shape'][dtype]))})"
-            for dtype, flops in result["roof"]["roof"].items()
-        )
-        console.print(f"CPU roof ({result['roof']['threads']} threads): {roofs}")
+        console.print(f"CPU roof ({result['roof']['threads']} threads): {roof_best(result['roof'])}")
     if result.get("profile"):
         from benchmarks.profile_run import render
 

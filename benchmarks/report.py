@@ -242,14 +242,14 @@ def _run_row(run: Mapping[str, Any]) -> str:
         f"| {run['experiment']} | {run['workload']} | {run['model']} | {run['variant']} | {run['mode']} "
         f"| {run['precision']} | {run['sdpa']} | {run['batch_size']} × {run['seq_len']} "
         f"| {_num(run['tokens_per_sec'], 0)} | {_num(run['samples_per_sec'], 1)} "
-        f"| {_num(run.get('model_gflops_per_sec'), 1)} | {_cpu_mfu(run)} "
+        f"| {_num(run.get('model_gflops_per_sec'), 1)} | {cpu_mfu_cell(run)} "
         f"| {_num(run['ms_per_step'], 2)} ({_num(run['ms_per_step_median'], 2)}) "
         f"| {100 * run['data_wait_fraction']:.1f}% | {mem} | {run['flops_per_token'] / 1e9:.4g} "
         f"| {100 * run['mfu']:.1f}% |"
     )
 
 
-def _cpu_mfu(run: Mapping[str, Any]) -> str:
+def cpu_mfu_cell(run: Mapping[str, Any]) -> str:
     """``41.2% fp32``: the row's model FLOP/s over the measured CPU roof of its precision."""
     if run.get("cpu_mfu") is None:
         return "–"
@@ -257,11 +257,16 @@ def _cpu_mfu(run: Mapping[str, Any]) -> str:
     return f"{100 * run['cpu_mfu']:.1f}% {short}"
 
 
-def _roof_lines(roof: Mapping[str, Any]) -> list[str]:
-    best = ", ".join(
-        f"**{dtype} {flops / 1e9:.1f} GFLOP/s** ({'×'.join(map(str, roof['best_shape'][dtype]))})"
+def roof_best(roof: Mapping[str, Any]) -> str:
+    """``float32 41.0 GFLOP/s (1024×1024×1024), ...``: the roof per dtype and the shape that set it."""
+    return ", ".join(
+        f"{dtype} {flops / 1e9:.1f} GFLOP/s ({'×'.join(map(str, roof['best_shape'][dtype]))})"
         for dtype, flops in roof["roof"].items()
     )
+
+
+def _roof_lines(roof: Mapping[str, Any]) -> list[str]:
+    best = roof_best(roof)
     isa = roof.get("isa") or {}
     flags = ", ".join(isa.get("flags") or []) or "no listed flags"
     where = f" on {isa.get('torch_cpu_capability')} ({flags})"

@@ -384,17 +384,18 @@ def ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render(result: dict[str, list[dict[str, Any]]]) -> str:
     """Markdown tables of the runs and the ratios."""
+    from benchmarks.report import cpu_mfu_cell
+
     lines = [
         "| variant | round | wall (s) | tokens/s | median ms/step | val loss | CPU MFU |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in result["e2e"]:
-        mfu = r.get("cpu_mfu")
         lines.append(
             f"| {r['variant']} | {r['round'] + 1} | {r['wall_seconds']:.1f} | {r['tokens_per_sec']:,.0f} "
             f"| {r['ms_per_step_median'] if r['ms_per_step_median'] is not None else '–'} "
             f"| {r['val_loss'] if r['val_loss'] is not None else '–'} ({r['val_loss_kind']}) "
-            f"| {'–' if mfu is None else f'{100 * mfu:.1f}%'} |"
+            f"| {cpu_mfu_cell(r)} |"
         )
     lines += [
         "",
