@@ -45,6 +45,10 @@ class ClipReader(MediaReader):
             raise ValueError(f"channels={channels}, frame_multiple={frame_multiple}: both must be >= 1")
         self.channels, self.frame_multiple = channels, frame_multiple
 
+    def padded_frames(self, frames: int) -> int:
+        """``frames`` rounded up to a multiple of ``frame_multiple`` (what a batch is padded to)."""
+        return -(-frames // self.frame_multiple) * self.frame_multiple
+
     def read(self, path: Path) -> Tensor:
         clip = np.load(path, allow_pickle=False)
         if clip.ndim == 3:
@@ -62,14 +66,14 @@ class ClipReader(MediaReader):
         if len(shapes) != 1:
             raise ValueError(f"clips of one batch must share C×H×W, got {sorted(shapes)}")
         lengths = torch.tensor([clip.shape[0] for clip in media], dtype=torch.long)
-        frames = -(-int(lengths.max()) // self.frame_multiple) * self.frame_multiple
+        frames = self.padded_frames(int(lengths.max()))
         out = torch.zeros(len(media), frames, *shapes.pop())
         for row, clip in enumerate(media):
             out[row, : clip.shape[0]] = clip
         return out, lengths
 
     def spec(self, example: Tensor) -> dict[str, Any]:
-        frames = -(-example.shape[0] // self.frame_multiple) * self.frame_multiple
+        frames = self.padded_frames(example.shape[0])
         return {
             "in_channels": self.channels,
             "frames": frames,
