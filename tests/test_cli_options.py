@@ -79,21 +79,7 @@ def sampled_with(monkeypatch) -> list[dict]:
     ``omniformer-generate`` and ``omniformer.load(...).generate`` (no text is generated)."""
     calls = []
 
-    def record(
-        net,
-        vocab,
-        prompt,
-        max_new_tokens,
-        temperature,
-        top_k,
-        seed=0,
-        modality="text",
-        head="lm",
-        window=None,
-        *,
-        top_p=None,
-        stop=(),
-    ):
+    def record(net, vocab, prompt, *, window, top_k, temperature, **_):  # the rest: seed, top_p, stop...
         calls.append({"context_len": window, "top_k": top_k, "temperature": temperature})
         return prompt
 
