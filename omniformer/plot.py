@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -113,9 +114,7 @@ def plot_runs(
 
 def unique_labels(labels: dict[Path, str]) -> dict[Path, str]:
     """``labels`` with the folder added to a label two runs share."""
-    counts: dict[str, int] = {}
-    for label in labels.values():
-        counts[label] = counts.get(label, 0) + 1
+    counts = Counter(labels.values())
     return {run: label if counts[label] == 1 else f"{label} ({run})" for run, label in labels.items()}
 
 
