@@ -14,10 +14,11 @@ lands on both alike:
 * ``omniformer`` / ``omniformer_compiled``: ``omniformer.train.run`` with the preset, ``trainer.max_steps``
   and ``trainer.val_check_interval`` set (``compile=true`` for the second); in this process, or
   ``python -m omniformer.train`` in a fresh one when nanoGPT runs (both then pay interpreter start-up).
-* ``plain`` / ``plain_compiled``: nanoGPT's loop written out in plain PyTorch over *omniformer's* model
-  (same config, same weights init): random windows drawn per step as nanoGPT's ``get_batch`` does,
-  ``estimate_loss`` (``eval_iters`` batches of each split, every ``eval_interval`` steps and at step 0),
-  forward, backward, ``clip_grad_norm_``, AdamW, the same warmup/cosine schedule. The ratio to it is the
+* ``plain`` / ``plain_compiled``: nanoGPT's loop in plain PyTorch (the suite's ``plain`` loop,
+  :func:`benchmarks.runners.train_plain`) over *omniformer's* model (same config, same weights
+  init): random windows drawn per step as nanoGPT's ``get_batch`` does, ``estimate_loss``
+  (``eval_iters`` batches of each split, every ``eval_interval`` steps and at step 0), forward,
+  backward, ``clip_grad_norm_``, AdamW, the same warmup/cosine schedule. The ratio to it is the
   framework's cost end to end, with the model held equal.
 * ``nanogpt`` / ``nanogpt_compiled``: nanoGPT's own ``train.py`` from a checkout (``--nanogpt-dir``) with
   its README's CPU flags (``--device=cpu --compile=False --eval_iters=20 --log_interval=1
