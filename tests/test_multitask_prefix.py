@@ -156,10 +156,10 @@ def test_a_prefix_member_scores_generations_as_the_single_task(read_digits_parts
     with torch.no_grad():
         task._names["val"] = ["text_lm", "read_digits"]
         task.validation_step(batch, 0, dataloader_idx=1)
-        single._evaluate(batch, single.val_loss, single.val_exact, single.val_text)
+        single._evaluate(batch, single.val_loss, single.val_metrics)
     ours = task.val_metrics["read_digits"].compute()
-    theirs = {"exact": single.val_exact.compute(), **single.val_text.compute()}
-    assert ours["exact"] == theirs["exact"]
+    theirs = single.val_metrics.compute()
+    assert ours["exact"] == theirs["val_exact"]
     assert ours["cer"] == theirs["val_cer"] and ours["wer"] == theirs["val_wer"]
     torch.testing.assert_close(task.val_losses["read_digits"].compute(), single.val_loss.compute())
 

@@ -170,8 +170,7 @@ class MultiTaskTask(OmniTask):
         self._index = {name: i for i, name in enumerate(specs)}
 
     def _metrics(self, name: str) -> MetricCollection:
-        # No compute groups: metrics whose states merely start out alike (CER, WER) would share them.
-        return MetricCollection(self.members[name].loss.metrics(self.net.heads[name]), compute_groups=False)
+        return self.members[name].loss.metric_collection(self.net.heads[name])
 
     # -- checks ---------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -53,6 +53,11 @@ class Objective:
         """Extra metrics by short name (``acc``), logged as ``<member>/val_<name>``."""
         return {}
 
+    def metric_collection(self, head: nn.Module, prefix: str | None = None) -> MetricCollection:
+        """:meth:`metrics` as one collection, named ``<prefix><name>``."""
+        # No compute groups: metrics whose states merely start out alike (CER, WER) would share them.
+        return MetricCollection(self.metrics(head), prefix=prefix, compute_groups=False)
+
     def evaluate(
         self,
         metrics: MetricCollection,
@@ -216,8 +221,7 @@ class PrefixLMLoss(Objective):
         if self.transcriber is None or not len(metrics):
             return
         media, lengths, text, text_lengths = batch
-        ids = self.transcriber.generate_ids(net, modality, head, media, lengths)
-        predictions = [self.transcriber.decode(row) for row in ids]
+        predictions = self.transcriber.transcribe(net, modality, head, media, lengths)
         metrics.update(predictions, self.transcriber.references(text, text_lengths))
 
     def use_data(self, datamodule: Any, modality: str) -> None:

@@ -20,10 +20,8 @@ from omniformer.prefix_inputs import check_data_fits
 from omniformer.tasks.base import OmniTask
 from omniformer.tasks.objectives import PrefixLMLoss
 from omniformer.tasks.optim import OptimSettings
-from omniformer.tasks.transcripts import ExactMatch, Transcriber, text_metrics
+from omniformer.tasks.transcripts import Transcriber
 from omniformer.tokenizers.vocab import Vocabulary
-
-__all__ = ["PrefixLMTask", "text_metrics"]
 
 
 class PrefixLMTask(OmniTask):
@@ -73,10 +71,16 @@ class PrefixLMTask(OmniTask):
         self.objective = PrefixLMLoss(
             text_modality, eos_id=eos_id, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k
         )
-        self.transcriber: Transcriber = self.objective.transcriber
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.val_exact, self.test_exact = ExactMatch(), ExactMatch()
-        self.val_text, self.test_text = text_metrics("val_"), text_metrics("test_")
+        # val_exact, val_cer, val_wer (test_*): the objective's generation metrics
+        self.val_metrics = self.objective.metric_collection(net.heads[head], prefix="val_")
+        self.test_metrics = self.objective.metric_collection(net.heads[head], prefix="test_")
+
+    @property
+    def transcriber(self) -> Transcriber:
+        """The objective's generation settings and vocabulary (always set: eos_id and max_new_tokens are)."""
+        assert self.objective.transcriber is not None
+        return self.objective.transcriber
 
     @property
     def vocab(self) -> Vocabulary | None:
@@ -114,33 +118,28 @@ class PrefixLMTask(OmniTask):
 
     def transcribe(self, media: Tensor, lengths: Tensor | None = None) -> list[str]:
         """The text generated for each item of a batch of media."""
-        return [self.decode(ids) for ids in self.generate_ids(media, lengths)]
+        return self.transcriber.transcribe(self.net, self.modality, self.head, media, lengths)
 
-    def _evaluate(self, batch, loss_metric: MeanMetric, exact: ExactMatch, metrics: MetricCollection) -> None:
-        loss, _, targets = self.model_step(batch)
+    def _evaluate(self, batch, loss_metric: MeanMetric, metrics: MetricCollection) -> None:
+        loss, outputs, targets = self.model_step(batch)
         loss_metric.update(loss, weight=self.objective.weight(targets))
-        media, lengths, text, text_lengths = batch
-        predictions = self.transcribe(media, lengths)
-        references = self.transcriber.references(text, text_lengths)
-        exact.update(predictions, references)
-        metrics.update(predictions, references)
+        self.objective.evaluate(metrics, self.net, self.modality, self.head, batch, outputs, targets)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_exact, self.val_text)
+        self._evaluate(batch, self.val_loss, self.val_metrics)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_exact, self.test_text)
+        self._evaluate(batch, self.test_loss, self.test_metrics)
 
-    def _log_epoch(self, prefix: str, loss: MeanMetric, exact: ExactMatch, metrics: MetricCollection) -> None:
+    def _log_epoch(self, prefix: str, loss: MeanMetric, metrics: MetricCollection) -> None:
         shown = prefix == "val_"
         self.log(f"{prefix}loss", loss.compute(), prog_bar=shown)
-        self.log(f"{prefix}exact", exact.compute(), prog_bar=shown)
         self.log_dict(metrics.compute(), prog_bar=shown)
-        for metric in (loss, exact, metrics):
+        for metric in (loss, metrics):
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val_", self.val_loss, self.val_exact, self.val_text)
+        self._log_epoch("val_", self.val_loss, self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test_", self.test_loss, self.test_exact, self.test_text)
+        self._log_epoch("test_", self.test_loss, self.test_metrics)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import Metric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from omniformer.model import OmniModel
@@ -47,14 +47,6 @@ def generation_metrics() -> dict[str, Metric]:
     """Exact match, character and word error rates of generated texts, by short name; each is
     updated with ``(predictions, references)``."""
     return {"exact": ExactMatch(), "cer": CharErrorRate(), "wer": WordErrorRate()}
-
-
-def text_metrics(prefix: str | None = None) -> MetricCollection:
-    """Character and word error rates of generated texts as one collection with ``prefix``."""
-    metrics = generation_metrics()
-    del metrics["exact"]
-    # Compute groups would let metrics whose states merely start out alike (CER, WER) share them.
-    return MetricCollection(metrics, prefix=prefix, compute_groups=False)
 
 
 @dataclass
@@ -123,6 +115,12 @@ class Transcriber:
             generator=generator,
         )
         return [ids[: ids.index(self.eos_id)] if self.eos_id in ids else ids for ids in out.tolist()]
+
+    def transcribe(
+        self, net: OmniModel, modality: str, head: str, media: Tensor, lengths: Tensor | None = None
+    ) -> list[str]:
+        """The text generated for each item of a batch of media (greedy, or sampled with seed 0)."""
+        return [self.decode(ids) for ids in self.generate_ids(net, modality, head, media, lengths)]
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of ids (no end of text); needs the data's vocabulary."""
