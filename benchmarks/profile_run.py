@@ -154,22 +154,21 @@ class BucketProfiler(Profiler):
 
     Args:
         key: registers the instance under this key (:func:`profile_train` finds it there).
-        record_functions: also open a ``torch.profiler.record_function`` per range while a torch
-            profiler is recording.
+
+    While a torch profiler records, every range is also a ``torch.profiler.record_function``.
     """
 
-    def __init__(self, key: str | None = None, record_functions: bool = True) -> None:
+    def __init__(self, key: str | None = None) -> None:
         super().__init__()
-        self.key, self.record_functions = key, record_functions
+        self.key = key
         self.seconds: dict[str, float] = defaultdict(float)
         self.actions: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # count, exclusive seconds
         self.step_ends: list[float] = []
         self.validations: list[float] = []
-        self.stage_spans: list[tuple[str, float, float]] = []
+        self.first_stage_start: float | None = None  # the fit's set-up: everything before is `setup`
         self.torch_profiler = _TRACES.get(key) if key is not None else None
         self._stack: list[_Frame] = []
         self._gap_from: float | None = None
-        self._stage_start: float | None = None
         self._fit_done = False
         self._wrapped: set[int] = set()
         if key is not None:
@@ -188,7 +187,7 @@ class BucketProfiler(Profiler):
         else:
             bucket = classify(action_name)
         frame = _Frame(action_name, bucket, now)
-        if self.record_functions and torch.autograd._profiler_enabled():
+        if torch.autograd._profiler_enabled():
             frame.record = torch.profiler.record_function(f"omniformer/{bucket}")
             frame.record.__enter__()
         self._stack.append(frame)
@@ -233,7 +232,8 @@ class BucketProfiler(Profiler):
         super().setup(stage, local_rank, log_dir)
         now = time.perf_counter()
         self._close_gap(now)  # between two stages (after the fit: final_eval)
-        self._stage_start = now
+        if self.first_stage_start is None:
+            self.first_stage_start = now
         if stage != "fit":
             self._fit_done = True
         self._gap_from = now
@@ -245,7 +245,6 @@ class BucketProfiler(Profiler):
     def describe(self) -> None:  # the end of a stage (Lightning calls it after the teardown hooks)
         now = time.perf_counter()
         self._close_gap(now)
-        self.stage_spans.append((self._stage or "?", self._stage_start or now, now))
         if self._stage == "fit":
             self._fit_done = True
         self._gap_from = now
@@ -417,7 +416,7 @@ def profile_train(
     exported = sum(_TRACE_EXPORT)
     profiler.seconds["loop"] = max(profiler.seconds["loop"] - exported, 0.0)
     # Before the first range: composing the config, building the data, the model and the Trainer.
-    first = profiler.stage_spans[0][1] if profiler.stage_spans else started
+    first = profiler.first_stage_start or started
     profiler.seconds["setup"] += first - started
     covered = sum(v for k, v in profiler.seconds.items() if k != "other")
     profiler.seconds["other"] = max(wall - covered, 0.0)
