@@ -30,7 +30,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from omniformer.checkpoint import datamodule_from_checkpoint, load_checkpoint, task_from_checkpoint
 from omniformer.files import write_json
 from omniformer.known_warnings import known_warnings_silenced, silence_known_warnings
-from omniformer.results import format_value
+from omniformer.results import format_value, shown_metrics
 from omniformer.tasks.classification import ClassificationTask
 from omniformer.trusted_config import parse_allow_targets
 from omniformer.user_errors import reported_briefly
@@ -115,9 +115,8 @@ def main(cfg: DictConfig) -> None:
         metrics = evaluate(
             cfg.ckpt, cfg.split, data, cfg.out_dir, cfg.figures, cfg.accelerator, cfg.get("allow_targets")
         )
-    for key, value in metrics.items():
-        if f"{key}_weighted_sum" not in metrics:  # a multi-task model's summed loss, once, by its name
-            print(f"{key}: {format_value(key, value)}")
+    for key, value in shown_metrics(metrics).items():  # a multi-task model's summed loss once, by its name
+        print(f"{key}: {format_value(key, value)}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
 from omniformer.callbacks import Throughput
+from omniformer.results import shown_metrics
 
 log = logging.getLogger("omniformer")
 
@@ -94,7 +95,6 @@ class ProgressLog(L.Callback):
         metrics = {
             k: float(v) for k, v in trainer.callback_metrics.items() if k.split("/")[-1].startswith("val_")
         }
-        if "val_loss_weighted_sum" in metrics:  # a multi-task run: the sum's own name, and each member's
-            metrics.pop("val_loss")
+        metrics = shown_metrics(metrics)  # a multi-task run: the sum's own name, and each member's
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
         log.info("validation at step %d/%s: %s", trainer.global_step, self._shown_total(), shown or "-")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +115,20 @@ def print_summary(results: dict[str, Any]) -> None:
     for column in ("", "value", "measured on"):
         table.add_column(column)
     weights = results.get("weights") or {}
-    for key, value in results.items():
-        if key not in ("sample", "weights") and f"{key}_weighted_sum" not in results:
+    for key, value in shown_metrics(results).items():
+        if key not in ("sample", "weights"):
             table.add_row(key, format_value(key, value), weights.get(key, ""))
     Console().print(table)
     text = io.StringIO()
     Console(file=text, width=110, no_color=True).print(table)
     _to_log_files(f"results:\n{text.getvalue().rstrip()}")
+
+
+def shown_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` as tables and logs show them: a value logged twice, under its plain name and as
+    ``<name>_weighted_sum`` (a multi-task model's ``val_loss``, which checkpoints monitor), once, under
+    the name that says what it is."""
+    return {k: v for k, v in metrics.items() if f"{k}_weighted_sum" not in metrics}
 
 
 def format_value(key: str, value: Any) -> str:
