@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The dtypes a peak (and the CPU roof, benchmarks/roof.py) can be measured in, by config name.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def cpu_model() -> str:
@@ -94,14 +95,14 @@ def measure_peak_flops(
     ``repeats`` is the peak MFU is measured against: the most this machine was seen to do, so noise
     from other processes lowers the peak less than it would lower a mean.
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"peak.dtype={dtype!r} is not supported; choose one of {sorted(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"peak.dtype={dtype!r} is not supported; choose one of {sorted(DTYPES)}")
     if size < 16 or repeats < 1:
         raise ValueError(f"peak.size must be >= 16 and peak.repeats >= 1, got {size} and {repeats}")
     dev = torch.device(device)
     generator = torch.Generator(device=dev).manual_seed(0)
-    a = torch.randn(size, size, device=dev, generator=generator).to(_DTYPES[dtype])
-    b = torch.randn(size, size, device=dev, generator=generator).to(_DTYPES[dtype])
+    a = torch.randn(size, size, device=dev, generator=generator).to(DTYPES[dtype])
+    b = torch.randn(size, size, device=dev, generator=generator).to(DTYPES[dtype])
     for _ in range(warmup):
         torch.mm(a, b)
     synchronize(dev)

@@ -22,7 +22,10 @@ from typing import Any
 
 import torch
 
-ROOF_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from benchmarks.machine import DTYPES
+
+#: The dtypes a CPU roof is measured in (the peak's table, without float16: CPUs have no fast fp16 path).
+ROOF_DTYPES = {name: DTYPES[name] for name in ("float32", "bfloat16")}
 
 #: Which roof a Lightning precision computes against (None: no CPU roof applies).
 PRECISION_DTYPE = {
