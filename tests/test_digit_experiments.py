@@ -13,19 +13,12 @@ from omniformer.data.digit_string_pairs import DigitStringsDataModule
 from omniformer.data.paired import dataset_texts
 from omniformer.data.spoken_digit_pairs import SpokenDigitUtterancesDataModule
 from omniformer.train import run
-from tests.helpers.overrides import ON_CPU, TINY_MODEL
+from tests.helpers.overrides import ON_CPU, TINY_MODEL, TINY_PAIRS
 from tests.helpers.paths import FIXTURES
 from tests.helpers.runs import compose_train, run_main
 
 FSDD = FIXTURES / "fsdd"  # theo: digits 0-1, takes 0, 5, 6
 MNIST = FIXTURES / "mnist"  # 20 training digits, 10 test digits
-TINY_PAIRS = [
-    "data.train_size=8",
-    "data.val_size=4",
-    "data.test_size=4",
-    "data.batch_size=4",
-    "data.eval_batch_size=4",
-]
 TINY_RUN = [
     *TINY_MODEL,
     "trainer.max_steps=2",

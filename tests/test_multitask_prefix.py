@@ -15,17 +15,10 @@ from omniformer.tasks.multitask import MemberMarkers, MultiTaskTask
 from omniformer.tasks.objectives import PrefixLMLoss
 from omniformer.tasks.prefix_lm import PrefixLMTask
 from omniformer.tasks.transcripts import ExactMatch
-from tests.helpers.overrides import ON_CPU, TINY_LM_DATA, TINY_MODEL, member
+from tests.helpers.overrides import ON_CPU, TINY_LM_DATA, TINY_MODEL, TINY_PAIRS, member
 from tests.helpers.paths import FIXTURES
 from tests.helpers.runs import compose_train, read_results, run_main
 
-TINY_PAIRS = [
-    "data.train_size=8",
-    "data.val_size=4",
-    "data.test_size=4",
-    "data.batch_size=4",
-    "data.eval_batch_size=4",
-]
 PREFIX_MEMBERS = "tasks=[text_lm, read_digits, transcribe_digits]"
 TINY_MULTITASK_PREFIX = [
     "task=multitask",
@@ -117,10 +110,9 @@ def read_digits_parts():
     return task, data, next(iter(data.train_dataloader()))
 
 
-def test_a_prefix_members_loss_is_the_single_prefix_lm_tasks_loss(read_digits_parts):
-    task, data, batch = read_digits_parts
-    assert isinstance(task, MultiTaskTask)
-    single = PrefixLMTask(
+def single_read_digits(task: MultiTaskTask, data: DigitStringsDataModule) -> PrefixLMTask:
+    """The single prefix-LM task that reads digits as ``task``'s read_digits member does, on its net."""
+    return PrefixLMTask(
         task.net,
         task.optim,
         modality="image",
@@ -129,6 +121,12 @@ def test_a_prefix_members_loss_is_the_single_prefix_lm_tasks_loss(read_digits_pa
         text_modality="read_digits_text",
         head="read_digits",
     )
+
+
+def test_a_prefix_members_loss_is_the_single_prefix_lm_tasks_loss(read_digits_parts):
+    task, data, batch = read_digits_parts
+    assert isinstance(task, MultiTaskTask)
+    single = single_read_digits(task, data)
     task.eval()
     with torch.no_grad():
         member_loss = task.member_step("read_digits", batch)[0]
@@ -142,15 +140,7 @@ def test_a_prefix_member_scores_generations_as_the_single_task(read_digits_parts
     objective = task.members["read_digits"].loss
     assert isinstance(objective, PrefixLMLoss)
     objective.use_data(data, "image")
-    single = PrefixLMTask(
-        task.net,
-        task.optim,
-        modality="image",
-        eos_id=data.eos_id,
-        max_new_tokens=data.max_text_len,
-        text_modality="read_digits_text",
-        head="read_digits",
-    )
+    single = single_read_digits(task, data)
     single.vocab = data.vocab
     task.eval()
     with torch.no_grad():

@@ -20,6 +20,14 @@ TINY_LM_DATA = ["data.block_size=16", "data.batch_size=4", "data.vocab_size=300"
 MNIST_FIXTURE_DATA = ["data=mnist", f"data.root={FIXTURES / 'mnist'}", "data.val_size=4"]
 # The six bundled FSDD recordings (digits 0 and 1; take 5 held out for validation).
 FSDD_FIXTURE_DATA = ["data=spoken_digits", f"data.root={FIXTURES / 'fsdd'}", "data.val_takes=1"]
+# Paired data (media → text) at its smallest: 8 training pairs, 4 validation and 4 test, batches of 4.
+TINY_PAIRS = [
+    "data.train_size=8",
+    "data.val_size=4",
+    "data.test_size=4",
+    "data.batch_size=4",
+    "data.eval_batch_size=4",
+]
 
 
 def replace(base: list[str], *overrides: str) -> list[str]:
