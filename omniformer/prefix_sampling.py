@@ -106,3 +106,41 @@ def generate_after_prefix(
 def prefix_logits(net: OmniModel, prefix: Tokens, head: str = "lm") -> Tensor:
     """The ``B×vocab`` logits of the first text id after ``prefix`` (what generation samples first)."""
     return net.heads[head](net.backbone(prefix, causal=True), prefix)[:, -1]
+
+
+def text_after_prefix(
+    net: OmniModel,
+    prefix: Tokens,
+    prompt_ids: Tensor,
+    max_new_tokens: int,
+    *,
+    stop_id: int,
+    text_modality: str = "text",
+    head: str = "lm",
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> list[list[int]]:
+    """Per row of ``prefix``, the ids written after it and the 1-D ``prompt_ids`` (every row's prompt;
+    may be empty), without the prompt and cut before ``stop_id``: what a prefix LM's generation
+    returns to validation scoring and to ``omniformer-generate`` alike. Sampling (``temperature > 0``)
+    draws from a generator seeded with ``seed``."""
+    device = prefix.x.device
+    generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
+    out = generate_after_prefix(
+        net,
+        prefix,
+        prompt_ids.to(device)[None].expand(prefix.x.shape[0], -1),
+        max_new_tokens,
+        markers=net.markers,
+        temperature=temperature,
+        top_k=top_k or None,
+        top_p=top_p,
+        text_modality=text_modality,
+        head=head,
+        stop_id=stop_id,
+        generator=generator,
+    )
+    rows = out[:, prompt_ids.shape[0] :].tolist()
+    return [ids[: ids.index(stop_id)] if stop_id in ids else ids for ids in rows]

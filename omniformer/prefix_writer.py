@@ -1,6 +1,6 @@
 """Writing a prefix LM's text after media it has read: the prompt as ids of its vocabulary, each
 prefix checked against ``model.max_seq_len``, the batch padded with its padding masked, and the text
-generated with the KV cache up to end of text (:func:`~omniformer.prefix_sampling.generate_after_prefix`).
+generated with the KV cache up to end of text (:func:`~omniformer.prefix_sampling.text_after_prefix`).
 
 :class:`omniformer.inference.Model` uses it for ``generate(audio=... | image=...)`` and ``transcribe``;
 reading files into tensors is :mod:`omniformer.prefix_files`' business.
@@ -106,35 +106,28 @@ class PrefixWriter:
         its prefix and ``prompt`` (without the prompt), up to end of text; ``max_new_tokens`` ``None``
         is the longest training text, as far as the sequence has room."""
         from omniformer.prefix_inputs import media_prefix
-        from omniformer.prefix_sampling import generate_after_prefix
+        from omniformer.prefix_sampling import text_after_prefix
 
         prompt_ids = self.prompt_ids(prompt)
         for index, (name, item) in enumerate(zip(names, items)):
             self.prefix_length(item, str(name) if not isinstance(name, Tensor) else f"input {index}")
         device = next(self.net.parameters()).device
         media, lengths = media_batch(list(items), self.reading)
-        media, lengths = media.to(device), lengths.to(device)
-        prefix = media_prefix(self.net, self.modality, media, lengths)
+        prefix = media_prefix(self.net, self.modality, media.to(device), lengths.to(device))
         if max_new_tokens is None:
             room = self.net.backbone.max_seq_len - prefix.x.shape[1] - len(prompt_ids) + 1
             max_new_tokens = max(1, min(int(self.longest_text or room), room))
-        generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
-        out = generate_after_prefix(
+        rows = text_after_prefix(
             self.net,
             prefix,
-            prompt_ids.to(device)[None].expand(len(items), -1),
+            prompt_ids,
             max_new_tokens,
-            markers=self.net.markers,
-            temperature=temperature,
-            top_k=top_k or None,
-            top_p=top_p,
+            stop_id=self.eos_id,
             text_modality=self.text_modality,
             head=self.head,
-            stop_id=self.eos_id,
-            generator=generator,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
         )
-        texts = []
-        for ids in out[:, len(prompt_ids) :].tolist():
-            ids = ids[: ids.index(self.eos_id)] if self.eos_id in ids else ids
-            texts.append(self.vocab.decode(i for i in ids if i < self.vocab.size))
-        return texts
+        return [self.vocab.decode(i for i in ids if i < self.vocab.size) for ids in rows]

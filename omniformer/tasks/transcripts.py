@@ -2,7 +2,7 @@
 
 :class:`PrefixLMTask <omniformer.tasks.prefix_lm.PrefixLMTask>` and the prefix-LM members of a
 multi-task run (:class:`~omniformer.tasks.objectives.PrefixLMLoss` with generation settings) both
-generate each item's text from its prefix alone (:func:`~omniformer.prefix_sampling.generate_after_prefix`,
+generate each item's text from its prefix alone (:func:`~omniformer.prefix_sampling.text_after_prefix`,
 KV cache, greedy by default) and score it against the reference text: exact match (:class:`ExactMatch`),
 character and word error rates (``torchmetrics.text``): :func:`generation_metrics`.
 """
@@ -20,7 +20,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from omniformer.model import OmniModel
 from omniformer.prefix_inputs import media_prefix
-from omniformer.prefix_sampling import generate_after_prefix
+from omniformer.prefix_sampling import text_after_prefix
 from omniformer.tokenizers.vocab import Vocabulary
 
 
@@ -96,25 +96,18 @@ class Transcriber:
         seed: int = 0,
     ) -> list[list[int]]:
         """Per item, the ids generated from its media alone, up to (not including) end of text."""
-        prefix = media_prefix(net, modality, media, lengths)
-        empty = torch.zeros(media.shape[0], 0, dtype=torch.long, device=media.device)
-        generator = None
-        if self.temperature > 0:
-            generator = torch.Generator(device=media.device).manual_seed(seed)
-        out = generate_after_prefix(
+        return text_after_prefix(
             net,
-            prefix,
-            empty,
+            media_prefix(net, modality, media, lengths),
+            torch.zeros(0, dtype=torch.long),
             self.max_new_tokens,
-            markers=net.markers,
-            temperature=self.temperature,
-            top_k=self.top_k,
+            stop_id=self.eos_id,
             text_modality=self.text_modality,
             head=head,
-            stop_id=self.eos_id,
-            generator=generator,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            seed=seed,
         )
-        return [ids[: ids.index(self.eos_id)] if self.eos_id in ids else ids for ids in out.tolist()]
 
     def transcribe(
         self, net: OmniModel, modality: str, head: str, media: Tensor, lengths: Tensor | None = None
