@@ -13,7 +13,7 @@ accuracy / F1, perplexity, learning rate, gradient norm. When the run used
 
 Given a sweep folder (``omniformer-train --multirun``; its jobs are the folders below it with
 ``.hydra/overrides.yaml``) or several run folders, it draws one figure per metric instead
-(``val_loss.png``, ``train_loss.png``, ``lr-AdamW.png``...) with one line per run, labelled by the
+(``val_loss.png``, ``train_loss.png``, ``lr-AdamW_decay.png``...) with one line per run, labelled by the
 overrides that differ between the runs (:func:`omniformer.sweep.run_labels`); the figures go to
 ``<sweep>/plots``, or the folder holding all the runs, unless ``--out`` says otherwise. A run with
 no logged metrics yet (a job that failed early) is left out with a note.

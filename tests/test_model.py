@@ -109,6 +109,7 @@ def test_weight_decay_applies_to_matrices_only():
     groups = parameter_groups(lm(), 0.1)
     assert all(p.ndim >= 2 for p in groups[0]["params"]) and groups[0]["weight_decay"] == 0.1
     assert all(p.ndim < 2 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
+    assert [g["name"] for g in groups] == ["decay", "no_decay"]  # LearningRateMonitor: lr-AdamW/decay
 
 
 def test_masked_mean_pooling_ignores_padding():

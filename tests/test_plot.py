@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import struct
 
@@ -154,3 +155,26 @@ def test_overlays_fail_clearly_without_any_logged_run(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main([str(sweep)]) == 2
     assert "holds a run with logged metrics" in capsys.readouterr().err
+
+
+def test_a_trained_runs_parameter_groups_are_named_in_its_logs_and_overlays(tiny_lm_run, tmp_path):
+    """The learning rate of each optimizer parameter group is logged and drawn under the group's name
+    (decay: weight matrices and embeddings; no_decay: biases and norm gains), not as pg1, pg2."""
+    with (tiny_lm_run / "logs" / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    lrs = sorted(c for c in rows[0] if c.startswith("lr-"))
+    assert lrs == ["lr-AdamW/decay", "lr-AdamW/no_decay"]
+    runs = []
+    for name in ("a", "b"):  # two copies of the run's learning-rate columns (the other figures cost time)
+        runs.append(tmp_path / "runs" / name)
+        (runs[-1] / "logs").mkdir(parents=True)
+        with (runs[-1] / "logs" / "metrics.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["step", *lrs], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    proc = run_main("omniformer.plot", *map(str, runs))
+    plots = tmp_path / "runs" / "plots"
+    assert sorted(p.name for p in plots.iterdir()) == ["lr-AdamW_decay.png", "lr-AdamW_no_decay.png"]
+    for path in plots.iterdir():
+        assert path.name in proc.stdout
+        check_png(path)

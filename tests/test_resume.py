@@ -139,6 +139,24 @@ def test_resume_refuses_other_data_and_warns_about_changed_settings(tiny_lm_run,
     assert "optim.lr: 0.001 → 0.002" in caplog.text and "will not repeat the uninterrupted one" in caplog.text
 
 
+def test_a_checkpoint_from_before_named_parameter_groups_resumes_under_the_names(tiny_lm_run, tmp_path):
+    """Checkpoints written before the optimizer's parameter groups had names (no "name" key) still
+    resume: their optimizer state loads, and the groups keep their names (lr-AdamW/decay, not pg1)."""
+    copy_run(tiny_lm_run, tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    groups = saved["optimizer_states"][0]["param_groups"]
+    assert [group.pop("name") for group in groups] == ["decay", "no_decay"]
+    torch.save(saved, last)
+    run([*LM, "trainer.max_steps=5", "ckpt_path=last"], tmp_path)
+    resumed = torch.load(last, weights_only=True)["optimizer_states"][0]
+    assert [group["name"] for group in resumed["param_groups"]] == ["decay", "no_decay"]
+    assert {float(state["step"]) for state in resumed["state"].values()} == {5.0}  # 3 loaded + 2 more
+    with (tmp_path / "logs" / "metrics.csv").open(newline="") as handle:
+        header = next(csv.reader(handle))
+    assert sorted(c for c in header if c.startswith("lr-")) == ["lr-AdamW/decay", "lr-AdamW/no_decay"]
+
+
 def test_seeded_batches_equal_seeded_items_and_keep_the_main_stream():
     """``__getitems__`` (one save/restore per batch) loads what ``__getitem__`` loads, and loading
     in the main process leaves the caller's torch / random / NumPy streams where they were."""

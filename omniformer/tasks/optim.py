@@ -97,13 +97,34 @@ def warmup_length(warmup_steps: float, total_steps: int) -> int:
     return min(steps, max(total_steps, 1))
 
 
+# The parameter groups' names, in the optimizer's order. Lightning's LearningRateMonitor reads a group's
+# "name": the logged columns (and omniformer-plot's figures) are lr-AdamW/decay and lr-AdamW/no_decay.
+GROUP_NAMES = ("decay", "no_decay")
+
+
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Split trainable parameters into a decayed group (ndim >= 2) and an undecayed one."""
+    """Split trainable parameters into a decayed group (``decay``: ndim >= 2, weight matrices and
+    embeddings) and an undecayed one (``no_decay``: biases and norm gains), each named (``"name"``)."""
     params = [p for p in module.parameters() if p.requires_grad]  # tied weights appear once
+    decay, no_decay = GROUP_NAMES
     return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, "name": decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "name": no_decay},
     ]
+
+
+def keep_group_names(optimizer: torch.optim.Optimizer, state_dict: dict) -> dict:
+    """``load_state_dict`` pre-hook: the optimizer's group names win over a checkpoint's.
+
+    ``Optimizer.load_state_dict`` replaces each group's settings by the saved ones; a checkpoint written
+    before the groups had names would otherwise strip them, and a resumed run would log ``lr-AdamW/pg1``
+    again. The saved state dict is not changed in place."""
+    groups = state_dict.get("param_groups", [])
+    names = [group.get("name") for group in optimizer.param_groups]
+    if len(groups) != len(names):  # torch's own check names the mismatch
+        return state_dict
+    named = [{**saved, "name": name} if name is not None else saved for saved, name in zip(groups, names)]
+    return {**state_dict, "param_groups": named}
 
 
 def build_optimizer(
@@ -137,6 +158,7 @@ def build_optimizer(
         eps=settings.eps,
         fused=fused,
     )
+    optimizer.register_load_state_dict_pre_hook(keep_group_names)
     schedule = WarmupCosine(
         warmup_length(settings.warmup_steps, total_steps),
         total_steps,

@@ -117,7 +117,7 @@ def plot_run_curves(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
 
 def plot_overlay(metrics: Mapping[str, str | Path], out_dir: str | Path) -> list[Path]:
     """Several runs on common axes: one PNG per metric of :data:`CURVE_GROUPS` (``val_loss.png``,
-    ``lr-AdamW.png``...), one line per run; ``metrics`` maps a run's label to its ``metrics.csv``."""
+    ``lr-AdamW_decay.png``...), one line per run; ``metrics`` maps a run's label to its ``metrics.csv``."""
     columns = {label: read_metrics_csv(path) for label, path in metrics.items()}
     names = sorted({name for logged in columns.values() for name in logged})
     written, drawn = [], set()
@@ -125,7 +125,7 @@ def plot_overlay(metrics: Mapping[str, str | Path], out_dir: str | Path) -> list
         for name in [n for n in names if wanted(n) and n not in drawn]:
             drawn.add(name)
             series = {label: logged[name] for label, logged in columns.items() if name in logged}
-            path = Path(out_dir) / f"{name.replace('/', '_')}.png"  # mnist/val_acc, lr-AdamW/pg1
+            path = Path(out_dir) / f"{name.replace('/', '_')}.png"  # mnist/val_acc, lr-AdamW/decay
             written.append(line_plot(series, path, f"{title}: {name}", "step", ylabel, logy))
     return written
 
