@@ -1,9 +1,11 @@
 """One way to point at data (issue #17): the ``paths`` group's ``data_dir`` is every shipped data
-config's root, ``$OMNIFORMER_DATA`` moves it, and every data module takes ``data.root``."""
+config's root, ``$OMNIFORMER_DATA`` moves it, and every data module takes ``data.root`` (a multi-task run's
+members take theirs from its ``data.root``)."""
 
 from __future__ import annotations
 
 import inspect
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from PIL import Image
 from omniformer.config import check_train_config
 from omniformer.data.locations import data_location
 from omniformer.data.paired_manifest import PairedManifestDataModule
-from tests.helpers.runs import compose_train
+from tests.helpers.overrides import ON_CPU, TINY_MODEL
+from tests.helpers.paths import FIXTURES
+from tests.helpers.runs import compose_train, read_results, run_main
 
 # Shipped configs and where under paths.data_dir they read.
 UNDER_DATA_DIR = {
@@ -52,6 +56,64 @@ def test_movie_reviews_and_multitask_members_go_through_paths_data_dir():
     assert csv.data.root is None  # your own file, relative to where you run the command
 
 
+# Every member task and where under the multi-task run's data.root it reads (text_lm: the bundled corpus).
+MEMBERS_UNDER_ROOT = {
+    "mnist": "",
+    "read_digits": "",
+    "movie_reviews": "",
+    "spoken_digits": "/fsdd",
+    "transcribe_digits": "/fsdd",
+}
+MULTITASK_PRESETS = [
+    "multitask",
+    "multitask_mnist",
+    "multitask_spoken_digits",
+    "multitask_prefix",
+    "multitask_text_lm",
+]
+
+
+def member_roots(cfg) -> dict[str, str | None]:
+    return {name: member.get("root") for name, member in cfg.data.members.items()}
+
+
+@pytest.mark.parametrize("root", ["data.root", "paths.data_dir"])
+def test_one_root_override_moves_every_multitask_member(root, monkeypatch):
+    monkeypatch.delenv("OMNIFORMER_DATA", raising=False)
+    every = compose_train(["task=multitask", f"tasks=[text_lm,{','.join(MEMBERS_UNDER_ROOT)}]", f"{root}=/d"])
+    assert every.data.root == "/d"
+    assert member_roots(every) == {
+        "text_lm": None,
+        **{name: "/d" + tail for name, tail in MEMBERS_UNDER_ROOT.items()},
+    }
+    assert every.data.members.text_lm.path is None  # the bundled Tiny Shakespeare
+
+
+@pytest.mark.parametrize("preset", MULTITASK_PRESETS)
+def test_multitask_presets_read_every_member_under_data_root(preset):
+    roots = member_roots(compose_train([f"experiment={preset}", "data.root=/d"]))
+    assert roots == {name: None if name == "text_lm" else "/d" + MEMBERS_UNDER_ROOT[name] for name in roots}
+
+
+def test_a_multitask_run_finds_its_data_under_data_root_from_any_directory(tmp_path):
+    """omniformer-train run from a folder that is not the repository, with data.root naming the data."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copytree(FIXTURES / "mnist" / "MNIST", data / "MNIST")  # copies: the log names resolved folders
+    shutil.copytree(FIXTURES / "fsdd", data / "fsdd")
+    run = tmp_path / "run"
+    run_main(
+        "omniformer.train", "task=multitask", "tasks=[mnist, spoken_digits]", *TINY_MODEL,
+        f"data.root={data}", "data.members.mnist.val_size=4", "data.members.mnist.batch_size=4",
+        "data.members.spoken_digits.val_takes=1", "data.members.spoken_digits.batch_size=2",
+        "trainer.max_steps=2", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+        "test_after_fit=false", *ON_CPU, f"hydra.run.dir={run}", cwd=elsewhere,
+    )  # fmt: skip
+    assert read_results(run)["steps"] == 2
+    log = (run / "train.log").read_text()
+    assert str(data) in log and "../shared/data" not in log
+
+
 @pytest.mark.parametrize(
     "target",
     [
@@ -65,6 +127,7 @@ def test_movie_reviews_and_multitask_members_go_through_paths_data_dir():
         "omniformer.data.paired_manifest.PairedManifestDataModule",
         "omniformer.data.digit_string_pairs.DigitStringsDataModule",
         "omniformer.data.spoken_digit_pairs.SpokenDigitUtterancesDataModule",
+        "omniformer.data.multitask.MultiTaskDataModule",
     ],
 )
 def test_every_data_module_takes_a_root(target):

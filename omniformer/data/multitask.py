@@ -76,6 +76,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         steps_per_epoch: steps in one (sampled) epoch; ``None`` = the members' training batches added
             up, so an epoch sees about as many batches as one pass over every member.
         seed: seed of the order of the members' steps.
+        root: the folder the members' data lies under (``data.root``; ``paths.data_dir`` by default).
+            The members' configs take their roots from it (``${data.root}``, ``${data.root}/fsdd``), so
+            one ``data.root=...`` points every member at its data; each member logs the folder it reads.
     """
 
     def __init__(
@@ -86,8 +89,10 @@ class MultiTaskDataModule(L.LightningDataModule):
         mode: ModeKind = "max_size_cycle",
         steps_per_epoch: int | None = None,
         seed: int = 0,
+        root: str | None = None,
     ) -> None:
         super().__init__()
+        self.root = root
         if not members:
             raise ValueError("data.members is empty: list the tasks to train, e.g. tasks='[text_lm, mnist]'")
         for name, member in members.items():
