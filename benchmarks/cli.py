@@ -38,6 +38,8 @@ log = logging.getLogger("benchmarks")
 
 # What a dry run keeps of each experiment: a step or two of every code path.
 _DRY_LIMITS = {"steps": 3, "infer_steps": 2, "warmup": 1, "rounds": 1, "repeats": 2, "val_check_interval": 2}
+# A grid's batch sizes and sequence lengths override the toy sizes of dry_run_overrides: two small ones.
+_DRY_GRIDS = {"batch_sizes": [1, 2], "seq_lens": [16, 32]}
 
 
 def _dry(params: dict[str, Any]) -> dict[str, Any]:
@@ -46,9 +48,12 @@ def _dry(params: dict[str, Any]) -> dict[str, Any]:
     for key, limit in _DRY_LIMITS.items():
         if params.get(key):
             params[key] = min(int(params[key]), limit)
-    for key in ("batch_sizes", "seq_lens", "backends", "shapes"):
+    for key in ("backends", "shapes"):
         if params.get(key):
             params[key] = list(params[key])[:2]
+    for key, grid in _DRY_GRIDS.items():
+        if params.get(key):
+            params[key] = grid
     if params.get("min_seconds"):
         params["min_seconds"] = min(float(params["min_seconds"]), 0.02)
     if params.get("compile"):
