@@ -60,9 +60,9 @@ def entry_point(request):
     its ``main()`` in this process (seconds), and, in the slow set, as its own Python process as
     well; both return the CompletedProcess (exit status, stdout, stderr).
 
-    A few tests per console command ask for it (train, eval, generate, predict, export, a plug-in's
-    train and eval); the other command-line tests call ``tests.helpers.runs.run_main`` alone, the same
-    ``main()`` without a Python start-up per test."""
+    One test per console command asks for it (train, generate, predict, export; a plug-in's train and
+    its eval with the plug-in flag); the other command-line tests call ``tests.helpers.runs.run_main``
+    alone, the same ``main()`` without a Python start-up per test."""
     return request.param
 
 

@@ -73,6 +73,7 @@ def printed(proc) -> dict[str, str]:
 
 
 # -- what the checkpoint carries -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_checkpoint_carries_the_vocabulary_and_how_media_are_read(audio_ckpt, image_ckpt):
     audio = omniformer.load(audio_ckpt)
     assert audio.kind == "prefix_lm" and audio.modality == "audio"
@@ -99,10 +100,12 @@ def test_a_file_is_read_as_the_training_data_read_it(image_ckpt, strips, tmp_pat
 
 
 # -- the commands ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["audio", "image"])
-def test_generate_writes_the_text_of_a_clip_or_an_image(kind, audio_ckpt, image_ckpt, strips, entry_point):
+def test_generate_writes_the_text_of_a_clip_or_an_image(kind, audio_ckpt, image_ckpt, strips):
+    # in process: omniformer-generate as its own process is tests/test_cli.py's (entry_point)
     ckpt, media = (audio_ckpt, CLIPS[0]) if kind == "audio" else (image_ckpt, strips[1])
-    proc = entry_point("omniformer.generate", f"ckpt={ckpt}", f"{kind}={media}", "device=cpu")
+    proc = run_main("omniformer.generate", f"ckpt={ckpt}", f"{kind}={media}", "device=cpu")
     model = omniformer.load(ckpt)
     expected = model.generate(**{kind: media})
     assert proc.stdout.rstrip("\n") == expected[0]
@@ -158,6 +161,7 @@ def bad(*args: str) -> str:
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_media_a_model_cannot_read_is_named(audio_ckpt, image_ckpt, tiny_lm_checkpoint, strips):
     out = bad("omniformer.generate", f"ckpt={audio_ckpt}", f"image={strips[0]}")
     assert "image= was given" in out and "reads audio prefixes and has no image tokenizer" in out
@@ -196,6 +200,7 @@ def test_a_missing_or_unreadable_file_is_named(audio_ckpt, image_ckpt, tmp_path)
     assert f"cannot read image file {broken}" in out
 
 
+@pytest.mark.slow
 def test_a_prefix_lm_takes_top_p_and_stop_and_writes_its_texts_to_a_file(audio_ckpt, tmp_path):
     """Issue #17's generation settings and predict output= for a prefix LM."""
     model = omniformer.load(audio_ckpt)

@@ -30,7 +30,7 @@ from omniformer.train import run
 from tests.helpers.overrides import LM, VIDEO
 from tests.helpers.paths import FIXTURES
 from tests.helpers.plugin import EXAMPLE, forget_plugin
-from tests.helpers.runs import compose_train
+from tests.helpers.runs import compose_train, run_main
 
 
 class MkdirOnUnpickle:
@@ -318,10 +318,11 @@ def test_an_escaped_interpolation_cannot_turn_into_a_live_one(trained, tmp_path)
     assert not marker.exists()
 
 
-def test_the_eval_cli_refuses_a_payload_and_names_the_key(trained, tmp_path, entry_point):
+def test_the_eval_cli_refuses_a_payload_and_names_the_key(trained, tmp_path):
+    # in process: omniformer-eval as its own process is test_a_plugin_checkpoint_evaluates_with_the_flag's
     payload = PAYLOADS["Path.touch as a tokenizer"]
     path = tampered(trained, tmp_path, payload.place(tmp_path))
-    proc = entry_point(
+    proc = run_main(
         "omniformer.evaluate",
         f"ckpt={path}",
         "split=val",
@@ -336,6 +337,7 @@ def test_the_eval_cli_refuses_a_payload_and_names_the_key(trained, tmp_path, ent
     assert not payload.ran(tmp_path) and not (tmp_path / "eval").exists()
 
 
+@pytest.mark.slow
 def test_a_genuine_checkpoint_still_evaluates_generates_and_predicts(trained, tmp_path):
     metrics = evaluate(str(trained), split="val", out_dir=str(tmp_path), figures=False, accelerator="cpu")
     assert "val_loss" in metrics and (tmp_path / "eval.json").is_file()
@@ -362,6 +364,7 @@ def test_resuming_from_a_checkpoint_with_a_malicious_config_builds_only_the_curr
     assert not payload.ran(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_eval_view_of_a_transfer_run_does_not_read_init_from_again(trained, tmp_path):
     """A checkpoint's own weights replace the pretrained ones: eval needs no pretrained file."""
     copy_of_source = tmp_path / "pretrained.ckpt"
@@ -391,6 +394,7 @@ SHIPPED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", SHIPPED, ids=lambda o: " ".join(o))
 def test_every_shipped_task_and_data_config_is_buildable_from_a_checkpoint(overrides):
     from omniformer.trusted_config import untrusted_targets
@@ -437,6 +441,7 @@ def test_a_plugin_checkpoint_is_refused_without_the_flag_and_names_it(video_chec
     assert "omniformer_video" not in sys.modules  # refused by name, never imported
 
 
+@pytest.mark.slow
 def test_a_plugin_checkpoint_evaluates_with_the_flag(video_checkpoint, tmp_path, monkeypatch, entry_point):
     monkeypatch.setenv("PYTHONPATH", str(EXAMPLE))  # the subprocess variant
     monkeypatch.syspath_prepend(str(EXAMPLE))  # the in-process one

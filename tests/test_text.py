@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from omniformer.data.text import TextDataModule, read_text
 from omniformer.data.windows import ContiguousWindows, RandomWindows, WindowLoader
 from omniformer.tokenizers.vocab import BPEVocab, CharVocab, load_vocab, vocab_from_json
 from tests.helpers.data import fixture_reviews
 from tests.helpers.paths import SHARED_DATA, needs_shared_data
+from tests.helpers.unicode_text import arbitrary_texts
 
 SHAKESPEARE_HEAD = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -25,19 +24,17 @@ def bpe() -> BPEVocab:
     return BPEVocab.train(SHAKESPEARE_HEAD * 20, vocab_size=300)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.text(min_size=0, max_size=200))
-def test_bpe_round_trips_arbitrary_unicode(bpe, text):
-    assert bpe.decode(bpe.encode(text)) == text
+def test_bpe_round_trips_arbitrary_unicode(bpe):
+    for text in arbitrary_texts(60):
+        assert bpe.decode(bpe.encode(text)) == text, repr(text)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.text(min_size=1, max_size=200))
-def test_char_vocab_round_trips_the_text_it_was_built_on(text):
-    vocab = CharVocab.train(text)
-    ids = vocab.encode(text)
-    assert ids.max() < vocab.size
-    assert vocab.decode(ids) == text
+def test_char_vocab_round_trips_the_text_it_was_built_on():
+    for text in arbitrary_texts(60, min_size=1, seed=1):
+        vocab = CharVocab.train(text)
+        ids = vocab.encode(text)
+        assert ids.max() < vocab.size, repr(text)
+        assert vocab.decode(ids) == text, repr(text)
 
 
 def test_vocabularies_survive_json(bpe, tmp_path):
