@@ -191,6 +191,7 @@ def test_each_layer_writes_only_its_own_cache_view():
     assert cache.keys[0].abs().sum() == 0 and cache.keys[2].abs().sum() == 0 and cache.length == 0
 
 
+@pytest.mark.slow
 def test_importing_the_backbone_loads_neither_torchaudio_nor_torchvision():
     import subprocess
     import sys

@@ -173,6 +173,7 @@ def _check_png(path: Path) -> None:
     assert width > 100 and height > 100 and len(data) > 2000
 
 
+@pytest.mark.slow
 def test_smoke_suite_writes_a_valid_result(tmp_path):
     from benchmarks.cli import run_suite
 

@@ -55,6 +55,7 @@ def test_cpu_mfu_is_against_the_roof_of_the_rows_precision():
     assert runs[0]["model_gflops_per_sec"] == 0.05 and runs[1]["roof_gflops"] == 0.4
 
 
+@pytest.mark.slow
 def test_suite_writes_the_roof_and_rates_every_row_against_it(tmp_path):
     from benchmarks.cli import run_suite
 
@@ -116,6 +117,7 @@ def test_profile_ranges_fall_in_their_buckets():
     assert classify("[LightningModule]LanguageModelingTask.on_fit_end") == "fit_end"  # the text sample
 
 
+@pytest.mark.slow
 def test_profile_of_a_real_run_covers_its_wall_time(tmp_path):
     report = profile_train(TOY, steps=10, val_check_interval=5, tokens_per_step=4 * 16, run_dir=tmp_path)
     buckets = {row["bucket"]: row["seconds"] for row in report["buckets"]}

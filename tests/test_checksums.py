@@ -57,6 +57,7 @@ def flip_bit(source: Path, target: Path, offset: int, bit: int = 0) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_torch_load_alone_accepts_a_flipped_bit(trained, tmp_path):
     """The hole being closed: the flipped file loads with plain ``torch.load``, with other values."""
     _, offset, size = max(tensor_records(trained), key=lambda r: r[2])
@@ -73,6 +74,7 @@ def test_torch_load_alone_accepts_a_flipped_bit(trained, tmp_path):
     assert changed, "the flipped bit should land in a tensor"
 
 
+@pytest.mark.slow
 def test_every_tensor_record_with_a_flipped_bit_is_named(trained, tmp_path):
     """One flipped bit in each tensor record in turn (weights, AdamW moments, counters): each load
     fails with the file and the tensor's location in the checkpoint."""

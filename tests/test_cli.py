@@ -66,6 +66,7 @@ def test_generate_reads_the_checkpoint(trained_lm, entry_point):
     assert len(proc.stdout) > len("ROMEO:")
 
 
+@pytest.mark.slow
 def test_eval_reports_validation_metrics(trained_lm, tmp_path):
     run_main(
         "omniformer.evaluate",
@@ -77,6 +78,7 @@ def test_eval_reports_validation_metrics(trained_lm, tmp_path):
     assert report["split"] == "val" and report["val_loss"] > 0
 
 
+@pytest.mark.slow
 def test_help_and_cfg_job_show_the_composed_config():
     help_text = run_main("omniformer.train", "--help").stdout
     assert "task: language_modeling" in help_text or "language_modeling" in help_text
@@ -84,6 +86,7 @@ def test_help_and_cfg_job_show_the_composed_config():
     assert "dim: 384" in job and "block_size: 256" in job
 
 
+@pytest.mark.slow
 def test_char_tokenizer_on_a_user_text_file(tmp_path, entry_point):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be, that is the question\n" * 200)

@@ -112,6 +112,7 @@ def test_default_out_dir_is_the_run_s_eval_folder_or_beside_the_checkpoint(tmp_p
     assert default_out_dir(root / "model.ckpt") == root / "eval"
 
 
+@pytest.mark.slow
 def test_eval_of_a_copied_checkpoint_writes_beside_the_copy_not_above_it(trained, tmp_path):
     copy = tmp_path / "x" / "model.ckpt"
     copy.parent.mkdir()
@@ -121,6 +122,7 @@ def test_eval_of_a_copied_checkpoint_writes_beside_the_copy_not_above_it(trained
     assert not (tmp_path / "eval").exists()
 
 
+@pytest.mark.slow
 def test_eval_of_a_run_checkpoint_writes_into_the_run(trained):
     evaluate(str(trained), split="val", figures=False, accelerator="cpu")
     assert (trained.parent.parent / "eval" / "eval.json").is_file()

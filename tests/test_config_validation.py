@@ -157,6 +157,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "message"), CASES, ids=[" ".join(c[0])[-60:] for c in CASES])
 def test_each_bad_config_is_named_with_its_value(overrides, message):
     try:
@@ -266,6 +267,7 @@ def test_every_option_of_every_group_is_listed():
     assert groups - set(TRAIN_GROUPS) <= {"tasks", "hparams_search"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", shipped_combinations(), ids=lambda o: " ".join(o))
 def test_every_shipped_option_composes_and_passes_the_checks(overrides):
     cfg = compose_train(overrides)

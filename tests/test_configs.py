@@ -74,6 +74,7 @@ def readme_train_commands() -> list[list[str]]:
     return commands
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", readme_train_commands(), ids=" ".join)
 def test_readme_training_commands_compose(overrides):
     cfg = compose_train(overrides)

@@ -32,6 +32,7 @@ UNDER_DATA_DIR = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", list(UNDER_DATA_DIR), ids=lambda o: o[0])
 def test_every_shipped_dataset_is_read_under_paths_data_dir(overrides, monkeypatch):
     monkeypatch.delenv("OMNIFORMER_DATA", raising=False)
@@ -45,6 +46,7 @@ def test_every_shipped_dataset_is_read_under_paths_data_dir(overrides, monkeypat
     check_train_config(moved)
 
 
+@pytest.mark.slow
 def test_movie_reviews_and_multitask_members_go_through_paths_data_dir():
     reviews = compose_train(["experiment=movie_reviews", "paths.data_dir=/d"])
     assert (reviews.data.root, reviews.data.path) == ("/d", "movie_reviews")

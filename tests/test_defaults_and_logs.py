@@ -52,6 +52,7 @@ def test_textfile_without_a_path_fails_naming_data_path(tmp_path):
     assert not (tmp_path / "vocab.json").exists()  # stopped before any data was read
 
 
+@pytest.mark.slow
 def test_a_run_shorter_than_its_validation_interval_writes_best_ckpt_and_eval_reads_it(tmp_path):
     """A 3-step run with validations every 500 steps validated only at the end and wrote no best.ckpt:
     ``omniformer-eval ckpt=.../best.ckpt`` died with a traceback."""
@@ -99,6 +100,7 @@ def test_in_a_terminal_the_bar_alone_shows_progress(monkeypatch):
     assert ProgressLog().enabled
 
 
+@pytest.mark.slow
 def test_train_log_holds_the_progress_lines_and_the_results_table(tmp_path):
     run_main(
         "omniformer.train", *LM_CLI, "callbacks.progress_log.every_n_steps=2", f"hydra.run.dir={tmp_path}"

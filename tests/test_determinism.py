@@ -31,6 +31,7 @@ def test_two_deterministic_runs_end_with_identical_weights(tmp_path):
     assert any(not torch.equal(first[k], other[k]) for k in first)  # the seed does matter
 
 
+@pytest.mark.slow
 def test_two_deterministic_language_model_runs_are_bit_identical(tmp_path):
     args = [*LM, "trainer.max_steps=6", "trainer.deterministic=true"]
     run(args, tmp_path / "a")

@@ -45,6 +45,7 @@ def test_the_experiment_composes_and_passes_the_checks(experiment):
     assert cfg.trainer.max_steps > 0 and (cfg.model.dim, cfg.model.depth) == (128, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_the_experiment_trains_and_evaluates(experiment, tmp_path):
     results = run([f"experiment={experiment}", *EXPERIMENTS[experiment], *TINY_RUN], tmp_path)

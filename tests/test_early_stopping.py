@@ -36,6 +36,7 @@ def test_a_default_run_records_no_early_stopping(tiny_lm_run):
     assert "early_stopped" not in read_results(tiny_lm_run)
 
 
+@pytest.mark.slow
 def test_a_run_that_stops_improving_stops_and_says_when(tmp_path):
     # min_delta 10: no validation after the first improves val_loss "enough"; validation every 4 steps
     overrides = [*LM, "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=10"]

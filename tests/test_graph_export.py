@@ -75,6 +75,7 @@ def assert_close(report) -> None:
 
 
 # -- equality with eager PyTorch ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_image_classifier_onnx_takes_pixels_and_any_batch(tiny_mnist_run, tmp_path):
     import onnxruntime
 
@@ -101,6 +102,7 @@ def test_image_classifier_torch_export_matches_eager(tiny_mnist_run, tmp_path):
     assert (program(pixels[:3]) - eager(task, pixels[:3])).abs().max() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_image_graph_can_normalise_raw_pixels_itself(tiny_mnist_run, tmp_path):
     task, pixels = digits(tiny_mnist_run)
     mean, std = [0.1307], [0.3081]
@@ -121,7 +123,8 @@ def test_image_graph_can_normalise_raw_pixels_itself(tiny_mnist_run, tmp_path):
     assert (torch.export.load(str(out)).module()(raw) - eager(task, pixels)).abs().max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("fmt", ["torch_export", pytest.param("onnx", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torch_export", "onnx"])
 def test_audio_classifier_takes_waveforms_with_log_mel_inside(tiny_fsdd_run, tmp_path, fmt):
     task, (waveform, lengths) = task_and_inputs(tiny_fsdd_run, RECORDINGS[:2])
     report = export_net(
@@ -133,7 +136,8 @@ def test_audio_classifier_takes_waveforms_with_log_mel_inside(tiny_fsdd_run, tmp
     assert any("3×" in check for check in report.checks), report.checks
 
 
-@pytest.mark.parametrize("fmt", ["torch_export", pytest.param("onnx", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torch_export", "onnx"])
 def test_language_model_decodes_ten_steps_with_its_cache(tiny_lm_checkpoint, tmp_path, fmt):
     task = task_from_checkpoint(load_checkpoint(tiny_lm_checkpoint))
     prompt = torch.randint(
@@ -149,6 +153,7 @@ def test_language_model_decodes_ten_steps_with_its_cache(tiny_lm_checkpoint, tmp
 
 
 # -- refusal and errors -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_graph_that_disagrees_is_deleted_and_the_difference_named(tiny_mnist_run, tmp_path, monkeypatch):
     task, _ = digits(tiny_mnist_run)
     real = graph_export_module.load_runner

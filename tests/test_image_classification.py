@@ -143,6 +143,7 @@ def test_training_writes_results_classes_and_checkpoints(tiny_mnist_run):
     assert "net.tokenizers.image.proj.weight" in checkpoint["state_dict"]
 
 
+@pytest.mark.slow
 def test_eval_writes_metrics_confusion_matrix_and_attention_maps(tiny_mnist_run, tmp_path):
     metrics = evaluate(
         str(tiny_mnist_run / "checkpoints" / "best.ckpt"), out_dir=str(tmp_path), accelerator="cpu"
@@ -256,6 +257,7 @@ def test_learned_positions_and_cls_pooling_from_config(tmp_path):
     assert images.shape[-2:] == (16, 24) and task(images).shape == (images.shape[0], 3)
 
 
+@pytest.mark.slow
 def test_conv_stem_from_config_trains_on_an_image_folder(tmp_path):
     """``task.net.tokenizers.image.stem=conv`` (as experiment=fashion_mnist sets it) trains end to end."""
     root = make_image_folder(tmp_path / "photos", per_class=12)

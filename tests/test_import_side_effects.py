@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers.paths import REPO
 
 MODULES = [
@@ -50,6 +52,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_importing_omniformer_changes_no_filter_no_config_store_and_no_umask():
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, *MODULES], cwd=REPO, capture_output=True, text=True, timeout=600

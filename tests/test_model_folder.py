@@ -128,6 +128,7 @@ def test_a_tied_weight_is_stored_once_and_tied_again_on_load(folders):
     assert net.heads["lm"].proj.weight is net.tokenizers["text"].embedding.weight
 
 
+@pytest.mark.slow
 def test_the_folder_loads_without_lightning_in_a_fresh_process(folders):
     import subprocess
 
@@ -348,6 +349,7 @@ def source_embedding(folder: Path) -> torch.Tensor:
     return state["tokenizers.text.embedding.weight"]
 
 
+@pytest.mark.slow
 def test_export_help_lists_the_keys_and_formats():
     proc = run_main("omniformer.export", "--help")
     assert "omniformer-export: write a trained model" in proc.stdout

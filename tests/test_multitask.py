@@ -553,6 +553,7 @@ def test_data_and_task_members_must_match():
 
 
 # -- configs and the CLI ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_config_composes_members_from_the_tasks_group():
     cfg = compose_train(["task=multitask", "tasks=[text_lm, mnist, spoken_digits]", "data.sampling=uniform"])
     assert list(cfg.data.members) == ["text_lm", "mnist", "spoken_digits"]
@@ -566,6 +567,7 @@ def test_config_composes_members_from_the_tasks_group():
     assert both.task.members.movie_reviews.modality == "review_text"
 
 
+@pytest.mark.slow
 def test_multitask_cli_on_text_images_and_audio(tmp_path):
     run_dir = tmp_path / "run"
     run_main("omniformer.train", *MULTITASK, "data.sampling=proportional", f"hydra.run.dir={run_dir}")

@@ -63,6 +63,7 @@ def test_member_markers_give_each_prefix_modality_one_pair_of_vectors():
     assert sorted(markers.begin) == ["audio", "image"] and not markers.marks("a_text")
 
 
+@pytest.mark.slow
 def test_multitask_cli_trains_text_reading_and_transcription_on_one_backbone(tmp_path):
     run_dir = tmp_path / "run"
     run_main("omniformer.train", *TINY_MULTITASK_PREFIX, f"hydra.run.dir={run_dir}")

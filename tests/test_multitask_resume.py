@@ -213,13 +213,14 @@ def test_sampled_members_start_at_their_own_batch_zero_and_map_style_ones_are_re
 
 
 # -- end to end -----------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("every", "crash_step", "resumed_from", "extra"),
     [
         pytest.param(4, 10, 8, [], id="mid-epoch"),
-        pytest.param(5, 11, 10, [], id="end-of-epoch", marks=pytest.mark.slow),
-        pytest.param(4, 10, 8, ["task.balance=grad_norm"], id="grad-norm-balance", marks=pytest.mark.slow),
-        pytest.param(4, 10, 8, ["task.balance=member_moments"], id="member-moments", marks=pytest.mark.slow),
+        pytest.param(5, 11, 10, [], id="end-of-epoch"),
+        pytest.param(4, 10, 8, ["task.balance=grad_norm"], id="grad-norm-balance"),
+        pytest.param(4, 10, 8, ["task.balance=member_moments"], id="member-moments"),
     ],
 )
 def test_multitask_resume_repeats_the_uninterrupted_losses(tmp_path, every, crash_step, resumed_from, extra):

@@ -51,6 +51,7 @@ def test_metrics_columns_are_read_by_step(run_dir):
     assert "epoch" not in columns
 
 
+@pytest.mark.slow
 def test_plot_command_writes_one_png_per_metric_group(run_dir, capsys):
     assert main([str(run_dir)]) == 0
     names = sorted(p.name for p in (run_dir / "plots").iterdir())
@@ -60,6 +61,7 @@ def test_plot_command_writes_one_png_per_metric_group(run_dir, capsys):
     assert "loss.png" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_residual_heatmap_is_redrawn_from_diagnostics(run_dir, tmp_path):
     (run_dir / "diagnostics").mkdir()
     history = {"steps": [0, 50, 100], "blocks": 2, "ratios": [[0.0, 0.2, 0.3], [0.0, 0.05, 0.4]]}
@@ -70,6 +72,7 @@ def test_residual_heatmap_is_redrawn_from_diagnostics(run_dir, tmp_path):
     check_png(heatmap)
 
 
+@pytest.mark.slow
 def test_scaling_plot(tmp_path):
     runs = [
         {"batch_size": b, "seq_len": s, "ms_per_step": b * s / 10, "tokens_per_sec": 1000.0 * b}
@@ -121,6 +124,7 @@ def sweep_job(folder, overrides: list[str], scale: float = 1.0):
     return folder
 
 
+@pytest.mark.slow
 def test_a_sweep_folder_is_drawn_one_figure_per_metric_one_line_per_run(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     for job, lr in enumerate(["0.001", "0.0003"]):
@@ -139,6 +143,7 @@ def test_a_sweep_folder_is_drawn_one_figure_per_metric_one_line_per_run(tmp_path
     assert "val_loss.png" in out.out
 
 
+@pytest.mark.slow
 def test_several_run_folders_are_overlaid_in_their_common_folder(tmp_path):
     a = sweep_job(tmp_path / "runs" / "a", ["optim.lr=0.001"])
     b = sweep_job(tmp_path / "runs" / "b", ["optim.lr=0.01"], scale=2)

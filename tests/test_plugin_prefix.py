@@ -65,6 +65,7 @@ def test_the_paired_manifest_reads_the_readers_column(video, tmp_path):
         PairedManifestDataModule(train=str(tmp_path / "bad.jsonl"), reader=video.ClipReader())
 
 
+@pytest.mark.slow
 def test_a_video_prefix_lm_trains_and_generates_from_the_command_line(video, tmp_path):
     """The EXTENDING.md command on generated clips: text loss falls, val_cer is logged (greedy
     generations), and the checkpoint evaluates, generating again, with the plug-in allowed."""

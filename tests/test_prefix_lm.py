@@ -166,6 +166,7 @@ def tiny_run(train, val, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_train_then_eval_from_the_command_line(tmp_path):
     train, val = manifests(tmp_path)
     run_dir = tmp_path / "run"

@@ -79,6 +79,7 @@ def test_the_model_object_says_what_it_is_and_refuses_the_wrong_call(digits_fold
         digits.predict(DIGITS, top_k=0)
 
 
+@pytest.mark.slow
 def test_import_omniformer_is_light_and_offers_load_and_fit():
     import subprocess
     import sys

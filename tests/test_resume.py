@@ -24,6 +24,7 @@ from tests.helpers.overrides import LM, image_args
 from tests.helpers.runs import copy_run
 
 
+@pytest.mark.slow
 def test_language_model_resume_repeats_the_uninterrupted_losses(tmp_path):
     full, first, resumed = interrupted_and_resumed(tmp_path, LM, crash_step=7)
     # last.ckpt was written at step 6 (every 3 steps); steps 7.. are recomputed after the resume.
@@ -129,6 +130,7 @@ def test_ckpt_path_last_and_auto(tmp_path):
     assert resolve_ckpt_path(None, tmp_path) is None
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_data_and_warns_about_changed_settings(tiny_lm_run, tmp_path, caplog):
     args = [*LM, "trainer.max_steps=3"]  # as tiny_lm_run was trained
     copy_run(tiny_lm_run, tmp_path)

@@ -44,6 +44,7 @@ SHORT = replace(LM, "trainer.max_steps=5", "trainer.val_check_interval=5")
 
 
 # -- one run per folder ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_second_run_into_a_busy_folder_fails_at_once_naming_the_folder_and_the_holder(tmp_path):
     folder = tmp_path / "run"
     first = RunFolderLock(folder).acquire()  # what a running omniformer-train holds
@@ -76,6 +77,7 @@ def test_the_cli_refuses_a_busy_folder_before_hydra_writes_into_it(tmp_path):
     assert not (folder / ".hydra").exists() and not (folder / "train.log").exists()
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_log_line(tmp_path, caplog):
     folder = tmp_path / "run"
     killed = subprocess.run(
@@ -148,6 +150,7 @@ def test_processes_started_by_a_launch_do_not_take_the_lock(tmp_path, monkeypatc
 
 
 # -- a copied or moved run folder ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_copied_run_folder_resumes_from_its_own_latest_checkpoint(tmp_path, caplog):
     first, copy = tmp_path / "a", tmp_path / "b"
     run([*LM, "trainer.max_steps=5"], first)
@@ -167,6 +170,7 @@ def test_a_copied_run_folder_resumes_from_its_own_latest_checkpoint(tmp_path, ca
     assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
+@pytest.mark.slow
 def test_a_new_run_into_a_folder_holding_a_run_is_refused_and_ckpt_path_continues_it(tiny_lm_run, tmp_path):
     copy_run(tiny_lm_run, tmp_path)  # a finished 3-step run
     with pytest.raises(RunFolderUsed) as caught:
@@ -183,6 +187,7 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused_and_ckpt_path_continue
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_used_folder_before_hydra_rewrites_its_config(tmp_path):
     run_main("omniformer.train", *SHORT, f"hydra.run.dir={tmp_path}")
     overrides = (tmp_path / ".hydra" / "overrides.yaml").read_text()
@@ -195,6 +200,7 @@ def test_the_cli_refuses_a_used_folder_before_hydra_rewrites_its_config(tmp_path
 
 
 # -- a full disk, an unwritable folder -------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     last = tmp_path / "checkpoints" / "last.ckpt"
     run([*LM, "trainer.max_steps=4"], tmp_path)
@@ -289,6 +295,7 @@ def csv_steps(folder: Path) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train_loss")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [1, 3])
 def test_a_sigterm_keeps_the_saved_steps_loss_row_and_the_resume_continues_after_it(tmp_path, every):
     args = [
@@ -309,6 +316,7 @@ def test_a_sigterm_keeps_the_saved_steps_loss_row_and_the_resume_continues_after
 
 
 # -- a checkpoint of another task ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_an_image_checkpoint_is_refused_by_a_language_model_run_before_data_is_read(tmp_path):
     images = [
         *image_args(image_folder(tmp_path / "images")),

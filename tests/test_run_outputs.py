@@ -64,6 +64,7 @@ def test_the_table_names_the_weights_and_rounds_sensibly(capsys):
     assert format_value("x", 0.00001234) == "1.23e-05" and format_value("x", 0.0) == "0.0000"
 
 
+@pytest.mark.slow
 def test_the_cli_labels_the_table_in_train_log_and_logs_the_config_as_hyperparameters(tmp_path):
     run_main("omniformer.train", *LM_CLI, f"hydra.run.dir={tmp_path}")
     table = (tmp_path / "train.log").read_text().split("omniformer results")[1]
@@ -135,6 +136,7 @@ def test_tensorboard_without_the_package_names_the_extra(tmp_path, monkeypatch):
 
 
 # -- user errors -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_user_error_is_one_message_and_the_traceback_comes_on_request(tmp_path, monkeypatch):
     missing = tmp_path / "nope.ckpt"
     args = [*SHORT, f"ckpt_path={missing}", f"hydra.run.dir={tmp_path / 'run'}"]
@@ -161,6 +163,7 @@ def test_errors_raised_inside_libraries_keep_their_traceback():
 
 
 # -- eval ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_eval_prints_each_metric_once_without_leafspec_warnings(tiny_lm_checkpoint, tmp_path):
     from omniformer.evaluate import evaluate
 

@@ -85,6 +85,7 @@ def test_main_returns_the_monitored_metric_for_sweepers():
     assert monitored_value(compose_train([]), results) == 0.7
 
 
+@pytest.mark.slow
 def test_a_multirun_runs_every_combination_and_writes_its_summary(tmp_path):
     proc = run_main(
         "omniformer.train",
@@ -128,6 +129,7 @@ def test_the_optuna_presets_optimise_the_monitored_metric(preset, task, directio
     check_train_config(compose_train([*task, f"hparams_search={preset}"]))
 
 
+@pytest.mark.slow
 def test_an_optuna_sweep_runs_trials_and_summarises_them(tmp_path):
     pytest.importorskip(
         "hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper not installed (omniformer[sweep])"

@@ -180,6 +180,7 @@ def test_task_config_composes_with_both_data_configs():
     assert csv.data.format == "auto" and csv.data.path == "x.csv"
 
 
+@pytest.mark.slow
 def test_tiny_run_on_fixture_reviews_reports_held_out_accuracy(tmp_path):
     run_dir = tmp_path / "run"
     run_main(
