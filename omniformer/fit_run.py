@@ -94,7 +94,9 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     if resume is not None and trainer.is_global_zero:
         keep_log_history(trainer.loggers, resume.global_step)
-    log_config(trainer.loggers, config)  # after the kept history: it starts the writers
+    monitored = OmegaConf.select(cfg, "callbacks.checkpoint.monitor", default=None) or "val_loss"
+    hparams_metrics = list(dict.fromkeys([monitored, "val_loss"]))  # TensorBoard's HParams columns
+    log_config(trainer.loggers, config, hparams_metrics)  # after the kept history: it starts the writers
     start = time.perf_counter()
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -8,9 +8,11 @@ for TensorBoard, so runs can be compared by their settings.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from omniformer.config import ConfigError
@@ -52,10 +54,35 @@ def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def log_config(loggers: list, config: dict[str, Any]) -> None:
+def log_config(loggers: list, config: dict[str, Any], metrics: Sequence[str] = ()) -> None:
     """Give every logger the flattened config as its hyperparameters (Lightning logs a module's
-    ``hparams``, which omniformer's tasks and data modules do not keep: ``hparams.yaml`` was ``{}``)."""
+    ``hparams``, which omniformer's tasks and data modules do not keep: ``hparams.yaml`` was ``{}``).
+
+    A TensorBoard logger also gets the HParams tab's session, whose columns are ``metrics`` (the run's
+    own logged scalars, e.g. ``val_loss``, ``val_acc``), in place of Lightning's placeholder
+    ``hp_metric`` (-1 for every run unless ``default_hp_metric`` is left on)."""
     if loggers:
         flat = flatten_config(config)
         for logger in loggers:
             logger.log_hyperparams(flat)
+            if metrics and is_tensorboard(logger) and not getattr(logger, "_default_hp_metric", True):
+                tensorboard_hparams_session(logger, flat, metrics)
+
+
+def is_tensorboard(logger: Any) -> bool:
+    """Lightning's TensorBoardLogger (checked by name: the class needs the package to import)."""
+    return any(klass.__name__ == "TensorBoardLogger" for klass in type(logger).__mro__)
+
+
+@rank_zero_only
+def tensorboard_hparams_session(logger: Any, flat: dict[str, Any], metrics: Sequence[str]) -> None:
+    """Write the HParams plugin's experiment and session summaries, as Lightning's ``log_hyperparams``
+    does, with ``metrics`` as the columns and no value logged for them (the run logs its own)."""
+    try:
+        from torch.utils.tensorboard.summary import hparams
+    except ImportError:  # tensorboardX instead of tensorboard
+        from tensorboardX.summary import hparams
+    params = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams(params, dict.fromkeys(metrics, 0.0)):
+        writer.add_summary(summary)
