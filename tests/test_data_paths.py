@@ -97,6 +97,7 @@ def test_multitask_presets_read_every_member_under_data_root(preset):
     assert roots == {name: None if name == "text_lm" else "/d" + MEMBERS_UNDER_ROOT[name] for name in roots}
 
 
+@pytest.mark.slow  # trains 2 steps through omniformer-train's main() (about 2 s)
 def test_a_multitask_run_finds_its_data_under_data_root_from_any_directory(tmp_path):
     """omniformer-train run from a folder that is not the repository, with data.root naming the data."""
     data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"

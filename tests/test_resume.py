@@ -141,6 +141,7 @@ def test_resume_refuses_other_data_and_warns_about_changed_settings(tiny_lm_run,
     assert "optim.lr: 0.001 → 0.002" in caplog.text and "will not repeat the uninterrupted one" in caplog.text
 
 
+@pytest.mark.slow  # resumes a tiny run for 2 steps (about 1 s)
 def test_a_checkpoint_from_before_named_parameter_groups_resumes_under_the_names(tiny_lm_run, tmp_path):
     """Checkpoints written before the optimizer's parameter groups had names (no "name" key) still
     resume: their optimizer state loads, and the groups keep their names (lr-AdamW/decay, not pg1)."""
