@@ -7,6 +7,8 @@ the run folder; this module does the rest.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,43 @@ from omniformer.run_resume import (
 )
 from omniformer.signals import GracefulStop
 
+log = logging.getLogger("omniformer")
+
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """Instantiate the configured callbacks (a mapping of name → callback config; null entries skipped)."""
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def epochs_for_min_steps(trainer_cfg: dict[str, Any], datamodule: L.LightningDataModule) -> None:
+    """Size an epoch-limited run to its data: ``trainer.max_epochs: null`` with ``min_epochs`` and/or
+    ``min_steps`` becomes the fewest whole epochs that reach both (in place, logged).
+
+    A fixed epoch count gives a small dataset a handful of optimizer steps (1,200 images in batches of
+    64 for 5 epochs: 95 steps, shorter than the warmup); the classification tasks ask for at least
+    ``min_steps`` steps instead, which leaves large datasets at ``min_epochs``. An explicit
+    ``trainer.max_epochs`` is kept as given (Lightning's own ``min_*`` then only hold off early stopping).
+    """
+    if trainer_cfg.get("max_epochs") is not None or not (
+        trainer_cfg.get("min_epochs") or trainer_cfg.get("min_steps")
+    ):
+        return
+    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1) or 1
+    processes = (devices if isinstance(devices, int) and devices > 0 else 1) * nodes
+    batches = len(datamodule.train_dataloader())
+    per_epoch = max(1, math.ceil(batches / processes / (trainer_cfg.get("accumulate_grad_batches") or 1)))
+    min_epochs = trainer_cfg.get("min_epochs") or 1
+    epochs = max(min_epochs, math.ceil((trainer_cfg.get("min_steps") or 0) / per_epoch))
+    trainer_cfg["max_epochs"] = epochs
+    log.info(
+        "trainer.max_epochs=null: %d epochs of %d optimizer steps (%d steps; trainer.min_epochs=%s, "
+        "trainer.min_steps=%s)",
+        epochs,
+        per_epoch,
+        epochs * per_epoch,
+        trainer_cfg.get("min_epochs"),
+        trainer_cfg.get("min_steps"),
+    )
 
 
 def fit_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -82,6 +117,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     plugins = trainer_cfg.pop("plugins", None) or []
+    epochs_for_min_steps(trainer_cfg, datamodule)
     if trainer_cfg.get("enable_model_summary", True):  # ours, without Lightning's FLOPs (always 0 here)
         callbacks.append(ModelSummary())
     trainer_cfg["enable_model_summary"] = False

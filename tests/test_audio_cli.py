@@ -88,7 +88,9 @@ def test_audio_configs_compose_and_build_the_model(overrides):
     cfg = compose_train(["task=audio_classification", *overrides])
     assert cfg.task.modality == "audio"
     assert cfg.callbacks.checkpoint.monitor == "val_acc" and cfg.callbacks.checkpoint.mode == "max"
-    assert cfg.trainer.max_steps == -1 and cfg.trainer.max_epochs > 0
+    # Epoch-limited: a preset's epochs, or (max_epochs null) at least min_epochs and min_steps.
+    epochs = cfg.trainer.max_epochs if cfg.trainer.max_epochs is not None else cfg.trainer.min_epochs
+    assert cfg.trainer.max_steps == -1 and epochs > 0
     data = instantiate(cfg.data)  # no disk access before setup()
     cfg.data_spec = {
         "num_classes": 12,

@@ -74,6 +74,8 @@ class TrainerSchema:
     precision: Any = "32-true"
     max_steps: int = -1
     max_epochs: int | None = None
+    min_epochs: int | None = None
+    min_steps: int | None = None
     val_check_interval: Any = 1.0
     check_val_every_n_epoch: int | None = 1
     limit_train_batches: Any = 1.0

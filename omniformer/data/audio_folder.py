@@ -17,10 +17,11 @@ class AudioFolderDataModule(AudioClassificationDataModule):
     optional ``root/val/`` and ``root/test/`` beside it, so that whole speakers or recording sessions
     can be kept out of training. A split without its own folder is held out of the training clips:
     a deterministic stratified split (per class, seeded by ``seed`` and the class name) takes
-    ``val_fraction`` and ``test_fraction`` of each class's clips. A ``val/`` or ``test/`` folder may
-    hold a subset of the training classes. Hidden files and non-audio files are skipped; audio in a
-    format soundfile cannot read (mp3, m4a, ...) raises, naming the file, and so does a layout that
-    mixes the two (a class folder literally named ``train``, ``val`` or ``test``).
+    ``val_fraction`` and ``test_fraction`` of each class's clips, each split listed in file order as
+    split folders would list it (so both layouts of the same files train alike). A ``val/`` or
+    ``test/`` folder may hold a subset of the training classes. Hidden files and non-audio files are
+    skipped; audio in a format soundfile cannot read (mp3, m4a, ...) raises, naming the file, and so
+    does a layout that mixes the two (a class folder literally named ``train``, ``val`` or ``test``).
 
     Args:
         root: the folder of class sub-folders (or of ``train/``, ``val/``, ``test/``).
@@ -53,7 +54,9 @@ class AudioFolderDataModule(AudioClassificationDataModule):
         for folder in class_dirs:
             parts = hold_out(_clips(folder), folder.name, self.seed, held, f"class folder {folder}")
             for split, files in parts.items():
-                splits[split] += [(path, folder.name) for path in files]
+                # In file order, as a split folder lists them: the same files train in the same order
+                # (and so give the same run) whether the split is held out or laid out in folders.
+                splits[split] += [(path, folder.name) for path in sorted(files)]
         for split in ("val", "test"):
             for folder in _class_dirs(folders[split]) if split in folders else []:
                 if folder.name not in classes:
