@@ -51,11 +51,18 @@ def epochs_for_min_steps(trainer_cfg: dict[str, Any], datamodule: L.LightningDat
     A fixed epoch count gives a small dataset a handful of optimizer steps (1,200 images in batches of
     64 for 5 epochs: 95 steps, shorter than the warmup); the classification tasks ask for at least
     ``min_steps`` steps instead, which leaves large datasets at ``min_epochs``. An explicit
-    ``trainer.max_epochs`` is kept as given (Lightning's own ``min_*`` then only hold off early stopping).
+    ``trainer.max_epochs`` is kept as given (Lightning's own ``min_*`` then only hold off early stopping);
+    an explicit ``trainer.max_steps`` alone decides the length (``max_epochs`` becomes -1).
     """
     if trainer_cfg.get("max_epochs") is not None or not (
         trainer_cfg.get("min_epochs") or trainer_cfg.get("min_steps")
     ):
+        return
+    if (trainer_cfg.get("max_steps") or -1) > 0:  # a step budget: the epochs follow from it
+        trainer_cfg["max_epochs"] = -1
+        log.info(
+            "trainer.max_epochs=null with trainer.max_steps=%d: the steps decide", trainer_cfg["max_steps"]
+        )
         return
     devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1) or 1
     processes = (devices if isinstance(devices, int) and devices > 0 else 1) * nodes

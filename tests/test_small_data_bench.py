@@ -10,8 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from benchmarks import small_data
+from tests.helpers.data import image_folder
+from tests.helpers.overrides import image_args
 from tests.helpers.paths import SHARED_DATA, needs_shared_data
-from tests.helpers.runs import compose_train
+from tests.helpers.runs import compose_train, read_results, run_main
 
 
 def _saved_run(tmp_path: Path, kind: str, root: Path) -> Path:
@@ -104,6 +106,7 @@ class _Batches:
         ({"max_epochs": None, "min_steps": 1000, "accumulate_grad_batches": 4}, 100, 40),
         ({"max_epochs": 3, "min_epochs": 5, "min_steps": 1000}, 19, 3),  # an explicit max_epochs is kept
         ({"max_epochs": None}, 19, None),  # no minimum: Lightning's own default applies
+        ({"max_epochs": None, "min_epochs": 5, "min_steps": 1000, "max_steps": 5000}, 19, -1),  # steps decide
     ],
 )
 def test_max_epochs_null_is_sized_to_reach_min_steps(trainer, batches, epochs):
@@ -117,3 +120,25 @@ def test_the_classification_tasks_size_their_epochs_to_the_data():
     for task in ("image_classification", "audio_classification"):
         cfg = compose_train([f"task={task}"])
         assert cfg.trainer.max_epochs is None and cfg.trainer.min_steps == 1000 and cfg.trainer.min_epochs > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("budget", "steps"), [([], 15), (["trainer.max_steps=7"], 7)])
+def test_a_default_classification_run_trains_whole_epochs_up_to_min_steps(tmp_path, budget, steps):
+    """omniformer-train with the task's max_epochs: null on 20 images (5 batches of 4 per epoch):
+    min_epochs=1 and min_steps=12 give 3 whole epochs (15 steps); an explicit trainer.max_steps wins."""
+    args = [
+        a for a in image_args(image_folder(tmp_path / "images")) if not a.startswith("trainer.max_epochs")
+    ]
+    run_dir = tmp_path / "run"
+    proc = run_main(
+        "omniformer.train",
+        *args,
+        "trainer.min_epochs=1",
+        "trainer.min_steps=12",
+        *budget,
+        f"hydra.run.dir={run_dir}",
+    )
+    assert read_results(run_dir)["steps"] == steps
+    said = "the steps decide" if budget else "3 epochs of 5 optimizer steps (15 steps"
+    assert said in (run_dir / "train.log").read_text() + proc.stdout + proc.stderr
