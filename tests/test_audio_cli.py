@@ -15,7 +15,7 @@ from omniformer.predict import predict
 from omniformer.viz.spectrogram import save_spectrograms
 from tests.helpers.overrides import AUDIO
 from tests.helpers.paths import FIXTURES, SHARED_DATA, needs_shared_data
-from tests.helpers.runs import compose_train, read_results, run_cli, run_main
+from tests.helpers.runs import compose_train, read_results, run_main
 
 FSDD_FIXTURE = FIXTURES / "fsdd"
 
@@ -105,7 +105,7 @@ def test_audio_configs_compose_and_build_the_model(overrides):
 @pytest.mark.slow
 @needs_shared_data("fsdd", "recordings")
 def test_one_short_epoch_on_the_full_shared_fsdd(tmp_path):
-    run_cli(
+    run_main(  # in process: a Python start-up here would add nothing the subprocess tests lack
         "omniformer.train",
         *AUDIO,
         "data=spoken_digits",

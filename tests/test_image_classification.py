@@ -25,7 +25,7 @@ from omniformer.viz.attention import attention_rollout, save_attention_maps
 from tests.helpers.data import make_image_folder
 from tests.helpers.overrides import IMAGE
 from tests.helpers.paths import FIXTURES, SHARED_DATA, needs_shared_data
-from tests.helpers.runs import compose_train, read_results, run_cli
+from tests.helpers.runs import compose_train, read_results, run_main
 
 DIGITS = sorted((FIXTURES / "mnist" / "png").glob("*.png"))
 
@@ -175,8 +175,9 @@ def test_predict_cli_labels_digit_files(tiny_mnist_run, tmp_path, entry_point):
 @pytest.mark.slow
 @needs_shared_data("MNIST", "raw", "train-images-idx3-ubyte")
 def test_readme_command_on_shared_mnist(tmp_path):
-    """`omniformer-train task=image_classification data=mnist data.root=../shared/data`, a few steps."""
-    run_cli(
+    """`omniformer-train task=image_classification data=mnist data.root=../shared/data`, a few steps
+    (in process: the command as its own Python process is test_predict_cli_labels_digit_files')."""
+    run_main(
         "omniformer.train",
         *IMAGE,
         "data=mnist",
