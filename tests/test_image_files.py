@@ -59,7 +59,7 @@ def folder(root: Path, **kwargs) -> ImageFolderDataModule:
 def test_16_bit_grey_classes_stay_apart_in_training_items_and_prediction(tmp_path):
     root = grey16_folder(tmp_path / "photos")
     assert Image.open(root / "dim" / "0.png").mode == "I;16"  # really a 16-bit file
-    dm = folder(root, channels=1, mean=[0.0], std=[1.0])
+    dm = folder(root, channels=1, mean=[0.0], std=[1.0], augment="none")  # the pixels as decoded
     dm.setup("fit")
     expected = {dm.classes.index("dim"): DIM / 65535, dm.classes.index("bright"): BRIGHT / 65535}
     seen = set()
