@@ -12,22 +12,33 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-from omniformer.config import register_schemas
-from omniformer.train import run
 from tests.helpers.overrides import AUDIO, FSDD_FIXTURE_DATA, IMAGE, LM, MNIST_FIXTURE_DATA
 from tests.helpers.paths import FIXTURES
-from tests.helpers.runs import logging_kept, run_cli, run_main
 
 # One intra-op thread, here and in every process the tests start (CLI runs, DDP ranks): the tensors are
 # tiny, and on a busy 2-core machine a second OpenMP thread waiting for the other core made a 60-step
 # overfit 25 times slower (9 s against 0.4 s). An OMP_NUM_THREADS set by the caller is kept.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# torch, Lightning and omniformer are imported where tests run, not at the top of this file: the
+# pytest-xdist controller, which only hands tests to its workers, then starts in a second, not ten.
 
 
-def pytest_configure(config) -> None:
+def _runs_tests(config: pytest.Config) -> bool:
+    """False in pytest-xdist's controller (``-n N``), true in its workers and in a serial run."""
+    controller = bool(config.getoption("numprocesses", None)) or config.getoption("dist", "no") != "no"
+    return hasattr(config, "workerinput") or not controller
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not _runs_tests(config):
+        return
+    import torch
+
+    from omniformer.config import register_schemas
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     # Importing omniformer registers nothing: whoever composes a train config registers the schemas
     # its group files list first (compose_train does; benchmarks.workloads composes one too).
     register_schemas()
@@ -45,16 +56,13 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _logging_as_pytest_set_it_up():
     """Undo what an in-process omniformer-eval, -generate or -predict (``main()``) does to logging."""
+    from tests.helpers.runs import logging_kept
+
     with logging_kept():
         yield
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(run_main, id="in-process"),
-        pytest.param(run_cli, id="subprocess", marks=pytest.mark.slow),
-    ]
-)
+@pytest.fixture(params=["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
 def entry_point(request):
     """Runs a console entry point, ``entry_point("omniformer.generate", "ckpt=...", check=False)``:
     its ``main()`` in this process (seconds), and, in the slow set, as its own Python process as
@@ -63,7 +71,9 @@ def entry_point(request):
     One test per console command asks for it (train, generate, predict, export; a plug-in's train and
     its eval with the plug-in flag); the other command-line tests call ``tests.helpers.runs.run_main``
     alone, the same ``main()`` without a Python start-up per test."""
-    return request.param
+    from tests.helpers.runs import run_cli, run_main
+
+    return run_main if request.param == "in-process" else run_cli
 
 
 # -- tiny trained runs, one per session ----------------------------------------------------------------
@@ -74,6 +84,8 @@ def tiny_lm_run(tmp_path_factory) -> Path:
     """A tiny BPE language model (``tests.helpers.overrides.LM``) trained in process for 3 steps: its
     run folder, with ``checkpoints/last.ckpt`` at step 3 and ``vocab.json``."""
     run_dir = tmp_path_factory.mktemp("tiny_lm")
+    from omniformer.train import run
+
     run([*LM, "trainer.max_steps=3"], run_dir)
     return run_dir
 
@@ -90,6 +102,8 @@ def tiny_mnist_run(tmp_path_factory) -> Path:
     then a test pass): its run folder."""
     run_dir = tmp_path_factory.mktemp("tiny_mnist")
     overrides = ["data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0", "trainer.max_epochs=3"]
+    from omniformer.train import run
+
     run([*IMAGE, *MNIST_FIXTURE_DATA, *overrides], run_dir)
     return run_dir
 
@@ -99,6 +113,8 @@ def tiny_fsdd_run(tmp_path_factory) -> Path:
     """A tiny audio classifier trained in process on the bundled FSDD recordings (2 epochs of one
     batch, then a test pass): its run folder."""
     run_dir = tmp_path_factory.mktemp("tiny_fsdd")
+    from omniformer.train import run
+
     run([*AUDIO, *FSDD_FIXTURE_DATA, "data.batch_size=2", "trainer.max_epochs=2"], run_dir)
     return run_dir
 

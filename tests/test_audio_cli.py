@@ -20,6 +20,7 @@ from tests.helpers.runs import compose_train, read_results, run_main
 FSDD_FIXTURE = FIXTURES / "fsdd"
 
 
+@pytest.mark.slow
 def test_training_on_real_clips_writes_results_classes_and_sample_rate(tiny_fsdd_run):
     results = read_results(tiny_fsdd_run)
     for key in ("val_acc", "val_f1", "test_acc", "test_loss", "samples_per_sec"):

@@ -414,6 +414,7 @@ def test_skip_corrupt_skips_and_counts_truncated_and_unreadable_clips(tmp_path, 
     assert not SpokenDigitsDataModule(str(FSDD_FIXTURE)).skip_corrupt  # off unless asked for
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", ["spoken_digits", "speech_commands", "audio_folder"])
 def test_skip_corrupt_is_a_config_key_of_every_audio_data_config(data):
     cfg = compose_train(

@@ -135,6 +135,7 @@ def test_plain_loops_run_a_task_through_its_model_step():
     assert trained.steps == inferred.steps == 2 and trained.cpu_seconds is not None
 
 
+@pytest.mark.slow
 def test_lightning_default_runs_the_callbacks_and_loggers_omniformer_train_builds(tmp_path):
     """``lightning_default`` uses train.py's own builders, with every file redirected into a folder."""
     from lightning.pytorch.callbacks import ModelCheckpoint

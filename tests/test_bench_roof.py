@@ -199,6 +199,7 @@ def test_e2e_suite_dry_run_profiles_and_compares(tmp_path):
     assert ratio["baseline"] == "plain" and ratio["tokens_per_sec_ratio"] > 0
 
 
+@pytest.mark.slow
 def test_roof_and_e2e_suites_compose_and_check_their_settings():
     from benchmarks.cli import _experiments
     from benchmarks.experiments import Context

@@ -94,6 +94,7 @@ def test_every_tensor_record_with_a_flipped_bit_is_named(trained, tmp_path):
     assert any(loc.startswith("optimizer_states.") for loc in seen_locations)
 
 
+@pytest.mark.slow
 def test_a_clean_checkpoint_verifies_and_carries_a_checksum_per_tensor(trained):
     raw = torch.load(trained, weights_only=True)
     stored = raw[CHECKSUM_KEY]["tensors"]

@@ -30,6 +30,7 @@ def trained_lm(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_vocabulary_logs_and_results(trained_lm):
     assert (trained_lm / "checkpoints" / "last.ckpt").is_file()
     assert (trained_lm / "checkpoints" / "best.ckpt").is_file()
@@ -103,6 +104,7 @@ def test_char_tokenizer_on_a_user_text_file(tmp_path, entry_point):
     assert read_results(run_dir)["steps"] == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -135,6 +137,7 @@ class _Payload:
         return (print, ("payload ran",))
 
 
+@pytest.mark.slow
 def test_generate_refuses_missing_foreign_and_unsafe_checkpoints(tmp_path):
     missing = run_main("omniformer.generate", f"ckpt={tmp_path / 'nope.ckpt'}", check=False)
     assert missing.returncode != 0 and "nope.ckpt does not exist" in missing.stderr

@@ -95,6 +95,7 @@ def run_generate_main(monkeypatch, *args: str) -> None:
     main()
 
 
+@pytest.mark.slow
 def test_the_cli_passes_context_len_to_the_model(trained, sampled_with, monkeypatch):
     run_generate_main(monkeypatch, f"ckpt={trained}", "max_new_tokens=1", "device=cpu", "context_len=3")
     run_generate_main(monkeypatch, f"ckpt={trained}", "max_new_tokens=1", "device=cpu", "top_k=0")

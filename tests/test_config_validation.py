@@ -188,6 +188,7 @@ def test_groups_with_schemas_in_their_defaults_fail_while_composing(override, ke
     assert key in str(caught.value)
 
 
+@pytest.mark.slow
 def test_every_problem_is_listed_in_one_error():
     with pytest.raises(ConfigError) as caught:
         check_train_config(compose_train(["model.dim=30", "task.temperature=hot", "compile=x"]))

@@ -277,6 +277,7 @@ def test_broken_checkpoint_files_are_named_and_refused(tiny_lm_checkpoint, tmp_p
     assert load_checkpoint(tiny_lm_checkpoint)["global_step"] == 3  # the good file (step 3) is untouched
 
 
+@pytest.mark.slow
 def test_resuming_from_a_broken_last_ckpt_names_the_file_before_training(tiny_lm_checkpoint, tmp_path):
     paths = _broken_files(tiny_lm_checkpoint, tmp_path)
     for name in ("truncated", "zero-bytes"):

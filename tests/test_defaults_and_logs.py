@@ -69,6 +69,7 @@ def test_an_epoch_based_image_run_writes_best_ckpt(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_a_run_that_never_validates_says_so_when_best_ckpt_is_asked_for(tmp_path):
     run_dir = tmp_path / "run"
     results = run([*LM, "trainer.max_steps=2", "trainer.limit_val_batches=0"], run_dir)

@@ -51,6 +51,7 @@ def test_a_run_that_stops_improving_stops_and_says_when(tmp_path):
     assert "early_stopped_at_step" not in results and results["early_stopping_best"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, message",
     [

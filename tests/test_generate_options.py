@@ -110,6 +110,7 @@ def test_streamed_pieces_join_to_the_generated_text(lm):
         lm.stream("ROMEO:", top_p=0)  # checked at the call, before the first piece
 
 
+@pytest.mark.slow
 def test_the_cli_streams_the_same_text_as_it_prints_unstreamed(tiny_lm_checkpoint):
     args = ["prompt=ROMEO:", "max_new_tokens=20", "top_p=0.9", "num_samples=2", "seed=4"]
     plain = generate_cli(tiny_lm_checkpoint, *args).stdout
@@ -164,6 +165,7 @@ def test_interactive_answers_each_line_until_an_empty_one(tiny_lm_checkpoint, lm
     assert streamed_out.getvalue() == out
 
 
+@pytest.mark.slow
 def test_interactive_refuses_a_prompt_or_a_model_that_is_not_a_language_model(
     tiny_lm_checkpoint, tiny_mnist_run
 ):

@@ -153,6 +153,7 @@ def test_eval_writes_metrics_confusion_matrix_and_attention_maps(tiny_mnist_run,
         assert (tmp_path / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_predict_cli_labels_digit_files(tiny_mnist_run, tmp_path, entry_point):
     ckpt = tiny_mnist_run / "checkpoints" / "best.ckpt"
     proc = entry_point("omniformer.predict", f"ckpt={ckpt}", f"inputs=[{DIGITS[0]},{DIGITS[1]}]", "top_k=3")
@@ -223,6 +224,7 @@ def colour_folder(root, patch_size: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_image_folder_trains_and_learns_colours(tmp_path):
     """Three colour classes, generated PNG/JPEG files: learnable in a few steps."""
     root = make_image_folder(tmp_path / "photos", per_class=12)

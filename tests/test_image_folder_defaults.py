@@ -101,6 +101,7 @@ def test_explicit_channels_and_presets_win(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_bad_channels_and_presets_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"data\.augment='flip'; choose auto, photo, light, none"):
         folder(tmp_path, augment="flip")
@@ -149,6 +150,7 @@ def test_predict_reads_files_as_the_grey_training_did(tmp_path):
     assert copy[0][0].shape == (1, 16, 16)
 
 
+@pytest.mark.slow
 def test_image_folder_config_defaults_are_auto():
     cfg = compose_train(["task=image_classification", "data=image_folder", "data.root=/x"])
     assert cfg.data.channels == "auto" and cfg.data.augment == "auto" and cfg.data.train_transforms == {}

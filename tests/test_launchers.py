@@ -182,6 +182,7 @@ def test_devices_that_differ_from_srun_tasks_per_node_are_refused(tmp_path, monk
         )
 
 
+@pytest.mark.slow
 def test_an_srun_task_without_a_run_folder_refuses_to_start(tmp_path, monkeypatch):
     srun_task(monkeypatch, tasks_per_node=2, nodes=1, procid=1)
     proc = run_main("omniformer.train", "trainer=ddp_cpu", cwd=tmp_path, check=False)

@@ -59,6 +59,7 @@ def rewrite_weights(folder: Path, change) -> None:
 
 
 # -- round trip ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lm", "image", "audio"])
 def test_a_folder_gives_the_checkpoints_logits(name, checkpoints, folders):
     model = omniformer.load(folders[name])
@@ -279,6 +280,7 @@ def test_without_safetensors_the_error_names_the_extra(folders, monkeypatch):
 
 
 # -- omniformer-export --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_cli_writes_a_folder_and_refuses_an_existing_out(checkpoints, tmp_path, entry_point):
     out = tmp_path / "digits"
     proc = entry_point("omniformer.export", f"ckpt={checkpoints['image']}", f"out={out}")

@@ -375,6 +375,7 @@ def member_step(task: MultiTaskTask, name: str, part) -> torch.Tensor:
     return loss
 
 
+@pytest.mark.slow
 def test_grad_norm_balance_brings_every_members_backbone_gradient_to_one_norm():
     task, data = balanced_task(), make_data("uniform")
     batch = batch_of(data)
@@ -599,6 +600,7 @@ def test_multitask_cli_on_text_images_and_audio(tmp_path):
     assert "test_loss_weighted_sum" in printed and "test_loss" not in printed
 
 
+@pytest.mark.slow
 def test_multitask_cli_refuses_bad_weights_before_training(tmp_path):
     proc = run_main(
         "omniformer.train",

@@ -117,6 +117,7 @@ def test_missing_mnist_names_the_root(video, tmp_path):
         video.MovingMNISTDataModule(str(tmp_path)).setup()
 
 
+@pytest.mark.slow
 def test_plugin_trains_from_a_copy_outside_the_package(tmp_path, monkeypatch, entry_point):
     """Copy examples/video elsewhere and run the CLI there: configs through the search path, classes
     through PYTHONPATH, nothing inside omniformer/ touched."""
@@ -172,6 +173,7 @@ def test_a_plugin_classes_own_rules_are_checked_before_any_data(video):
     )
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_an_unimportable_plugin_before_reading_data(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH", raising=False)
     forget_plugin()

@@ -86,6 +86,7 @@ def test_the_checkpoint_carries_the_vocabulary_and_how_media_are_read(audio_ckpt
     assert json.loads(image.artifacts[MEDIA_FILE])["height"] == 28
 
 
+@pytest.mark.slow
 def test_a_file_is_read_as_the_training_data_read_it(image_ckpt, strips, tmp_path):
     reading = omniformer.load(image_ckpt).media_reading
     pixels = read_media_file(strips[1], reading)
@@ -113,6 +114,7 @@ def test_generate_writes_the_text_of_a_clip_or_an_image(kind, audio_ckpt, image_
     assert expected == model.transcribe([media]) == model.transcribe(media)  # greedy by default
 
 
+@pytest.mark.slow
 def test_generate_starts_the_text_with_the_prompt_and_honours_the_sampling_settings(audio_ckpt):
     args = ["omniformer.generate", f"ckpt={audio_ckpt}", f"audio={CLIPS[1]}", "device=cpu", "prompt='one '"]
     greedy = run_main(*args, "temperature=0", "max_new_tokens=3").stdout.splitlines()
@@ -180,6 +182,7 @@ def test_a_prompt_character_outside_the_vocabulary_is_named(image_ckpt, strips):
     assert "prompt character 'x'" in out and "is not in the vocabulary" in out
 
 
+@pytest.mark.slow
 def test_a_prefix_longer_than_the_model_is_named(audio_ckpt, image_ckpt, strips, tmp_path):
     wide = tmp_path / "wide.png"  # 20 digits: 16 patches each, 320 tokens
     Image.fromarray(np.tile(np.asarray(Image.open(DIGITS[0])), (1, 20))).save(wide)
@@ -191,6 +194,7 @@ def test_a_prefix_longer_than_the_model_is_named(audio_ckpt, image_ckpt, strips,
     assert f"{long}: its audio prefix is 253 tokens, more than model.max_seq_len=128" in out
 
 
+@pytest.mark.slow
 def test_a_missing_or_unreadable_file_is_named(audio_ckpt, image_ckpt, tmp_path):
     out = bad("omniformer.generate", f"ckpt={audio_ckpt}", f"audio={tmp_path / 'nope.wav'}")
     assert f"audio file {tmp_path / 'nope.wav'} does not exist" in out

@@ -31,6 +31,7 @@ def digit_strips(folder) -> str:
     return str(folder / "strips.csv")
 
 
+@pytest.mark.slow
 def test_a_too_long_prefix_fails_at_setup_from_the_command_line(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_main(

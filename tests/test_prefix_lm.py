@@ -183,6 +183,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     assert report["val_cer"] >= 0 and 0 <= report["val_exact"] <= 1
 
 
+@pytest.mark.slow
 def test_an_image_prefix_run_reads_digit_strips(tmp_path):
     import numpy as np
     from PIL import Image

@@ -122,6 +122,7 @@ def test_the_readme_load_predict_generate_snippet_runs(digits_folder, lm_folder,
     assert printed[0].startswith(str(DIGITS[0])) and printed[1].startswith("ROMEO:")
 
 
+@pytest.mark.slow
 def test_the_readme_training_snippet_runs(tmp_path, capsys):
     snippet = readme_snippets("Use a trained model from Python")[1]
     tiny = [*IMAGE, *MNIST_FIXTURE_DATA, "data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=1"]

@@ -12,6 +12,7 @@ from tests.helpers.callbacks import crash, losses, record
 from tests.helpers.overrides import LM, LM_WITHOUT_DROPOUT
 
 
+@pytest.mark.slow
 def test_state_dicts_with_compile_prefixes_load_everywhere(tiny_lm_checkpoint, tmp_path):
     """A checkpoint written around a ``torch.compile`` wrapper (``_orig_mod.`` in every backbone key)
     loads for inference and resumes training."""

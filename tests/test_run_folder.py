@@ -63,6 +63,7 @@ def test_a_second_run_into_a_busy_folder_fails_at_once_naming_the_folder_and_the
     assert not (folder / LOCK_NAME).exists()  # a finished run leaves no lock file
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_busy_folder_before_hydra_writes_into_it(tmp_path):
     folder = tmp_path / "run"
     first = RunFolderLock(folder).acquire()
@@ -243,6 +244,7 @@ def test_a_write_that_fails_part_way_removes_its_temporary(tmp_path, monkeypatch
     assert target.read_text() == "old" and stale_temporaries(target) == []
 
 
+@pytest.mark.slow
 def test_a_run_folder_that_cannot_be_created_is_named_before_hydra_starts(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     folder = tmp_path / "file" / "run"

@@ -42,6 +42,7 @@ def test_logistic_regression_separates_separable_classes():
     assert small_data.accuracy(x, y, weight, bias) == 1.0
 
 
+@pytest.mark.slow
 @needs_shared_data("MNIST", "raw")
 def test_image_export_split_baseline(tmp_path):
     folder = small_data.export_images(tmp_path / "images", 100, seed=0, data=SHARED_DATA)

@@ -346,6 +346,7 @@ def test_a_genuine_checkpoint_still_evaluates_generates_and_predicts(trained, tm
         predict(str(trained), ["x.png"])
 
 
+@pytest.mark.slow
 def test_init_from_reads_only_tensors_of_a_checkpoint_with_a_malicious_config(trained, tmp_path):
     """``model.backbone.init_from`` copies the backbone's tensors and never builds the stored config."""
     payload = PAYLOADS["Path.touch as a tokenizer"]

@@ -104,6 +104,7 @@ def test_a_multirun_runs_every_combination_and_writes_its_summary(tmp_path):
 
 
 # -- the Optuna preset (optional: pip install 'omniformer[sweep]') ---------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset, task, direction",
     [

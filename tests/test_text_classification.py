@@ -201,6 +201,7 @@ def test_tiny_run_on_fixture_reviews_reports_held_out_accuracy(tmp_path):
     assert json.loads((run_dir / "classes.json").read_text()) == ["neg", "pos"]
 
 
+@pytest.mark.slow
 @needs_shared_data("movie_reviews")
 def test_movie_reviews_corpus_reads_2000_reviews_in_an_80_10_10_split():
     cfg = compose_train(["task=text_classification", "data=movie_reviews"])

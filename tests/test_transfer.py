@@ -182,6 +182,7 @@ def test_config_keys_exist_with_safe_defaults():
     assert cfg.model.backbone.freeze == "all_but_norms" and cfg.model.dim == cfg.model.backbone.dim
 
 
+@pytest.mark.slow
 def test_cross_modal_transfer_through_the_cli(tiny_lm_checkpoint, tmp_path):
     """A text LM's backbone, frozen, starts an MNIST classifier; only tokenizer, norms and head train."""
     image_dir = tmp_path / "image"
