@@ -10,6 +10,7 @@ another process lands on every variant alike instead of on whichever ran at that
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import statistics
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import lightning as L
 import torch
 
 from benchmarks.flops import counted_flops, matmul_parameters, mfu, model_flops_per_token
+from benchmarks.roof import check_roof_settings, measure_roof
 from benchmarks.runners import (
     LoaderBatches,
     Measurement,
@@ -512,33 +514,26 @@ def scaling(
     return {"runs": runs}
 
 
-def roof(
-    ctx: Context,
-    dtypes: Sequence[str] = ("float32", "bfloat16"),
-    shapes: Sequence[Sequence[int]] = ((768, 128, 512), (768, 512, 128), (1024, 1024, 1024)),
-    repeats: int = 5,
-    min_seconds: float = 0.2,
-    max_call_seconds: float = 3.0,
-) -> dict[str, Any]:
+def roof(ctx: Context, **settings: Any) -> dict[str, Any]:
     """The CPU roof: best sustained matmul FLOP/s per dtype over ``[M, K, N]`` shapes, with the
-    suite's thread count (:func:`benchmarks.roof.measure_roof`). The suite measures it first and
-    again at the end, and rates every run row against it (``cpu_mfu``)."""
-    from benchmarks.roof import measure_roof
-
+    suite's thread count. Its settings and their defaults are :func:`benchmarks.roof.measure_roof`'s
+    (the signature below is that one's, so the suite checks them before anything runs). The suite
+    measures it first and again at the end, and rates every run row against it (``cpu_mfu``)."""
     if ctx.device.type != "cpu":
         raise ValueError(f"kind: roof measures the CPU; this suite runs on {ctx.device}")
-    settings = {
-        "dtypes": list(dtypes),
-        "shapes": [list(s) for s in shapes],
-        "repeats": repeats,
-        "min_seconds": min_seconds,
-        "max_call_seconds": max_call_seconds,
-    }
+    bound = inspect.signature(measure_roof).bind(**settings)
+    bound.apply_defaults()
+    settings = {**bound.arguments, "dtypes": list(bound.arguments["dtypes"])}
+    settings["shapes"] = [list(shape) for shape in settings["shapes"]]
     measured = measure_roof(**settings)
     for dtype, flops in measured["roof"].items():
         log.info("roof %s: %.1f GFLOP/s (%s, %d threads)", dtype, flops / 1e9, measured["best_shape"][dtype],
                  measured["threads"])  # fmt: skip
     return {"roof": {**measured, "settings": settings}}
+
+
+_CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+roof.__signature__ = inspect.Signature([_CTX, *inspect.signature(measure_roof).parameters.values()])
 
 
 def profile(
@@ -611,8 +606,6 @@ def nanogpt_e2e(
 
 
 def _check_roof(dtypes, shapes, repeats, **_) -> None:
-    from benchmarks.roof import check_roof_settings
-
     check_roof_settings(list(dtypes), [list(s) for s in shapes], int(repeats))
 
 
