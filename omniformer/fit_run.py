@@ -44,6 +44,12 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
 
 
+def monitored_metric(cfg: DictConfig) -> str:
+    """The metric the checkpoint callback watches (``val_acc`` for classifiers, ``val_loss`` for language
+    models and when none is configured): what ``best.ckpt`` keeps and a sweeper optimises."""
+    return OmegaConf.select(cfg, "callbacks.checkpoint.monitor", default=None) or "val_loss"
+
+
 def epochs_for_min_steps(trainer_cfg: dict[str, Any], datamodule: L.LightningDataModule) -> None:
     """Size an epoch-limited run to its data: ``trainer.max_epochs: null`` with ``min_epochs`` and/or
     ``min_steps`` becomes the fewest whole epochs that reach both (in place, logged).
@@ -137,8 +143,7 @@ def fit_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     if resume is not None and trainer.is_global_zero:
         keep_log_history(trainer.loggers, resume.global_step)
-    monitored = OmegaConf.select(cfg, "callbacks.checkpoint.monitor", default=None) or "val_loss"
-    hparams_metrics = list(dict.fromkeys([monitored, "val_loss"]))  # TensorBoard's HParams columns
+    hparams_metrics = list(dict.fromkeys([monitored_metric(cfg), "val_loss"]))  # TensorBoard HParams columns
     log_config(trainer.loggers, config, hparams_metrics)  # after the kept history: it starts the writers
     start = time.perf_counter()
     try:

@@ -25,10 +25,10 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from omniformer.config import register_schemas
-from omniformer.fit_run import build_callbacks, fit_run  # noqa: F401  (build_callbacks: benchmarks, tests)
+from omniformer.fit_run import build_callbacks, fit_run, monitored_metric  # noqa: F401  (build_callbacks: benchmarks, tests)
 from omniformer.known_warnings import silence_known_warnings
 from omniformer.launch import check_launch, is_rank_zero
 from omniformer.loggers import build_loggers  # noqa: F401  (benchmarks build the same loggers)
@@ -136,8 +136,7 @@ def _main(cfg: DictConfig) -> float | None:
 def monitored_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:
     """The final value of the metric the checkpoint callback watches (``val_acc`` for classifiers,
     ``val_loss`` for language models): what a sweeper optimises."""
-    monitor = OmegaConf.select(cfg, "callbacks.checkpoint.monitor", default=None) or "val_loss"
-    return results.get(monitor)
+    return results.get(monitored_metric(cfg))
 
 
 if __name__ == "__main__":
