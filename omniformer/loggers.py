@@ -70,8 +70,10 @@ def log_config(loggers: list, config: dict[str, Any], metrics: Sequence[str] = (
 
 
 def is_tensorboard(logger: Any) -> bool:
-    """Lightning's TensorBoardLogger (checked by name: the class needs the package to import)."""
-    return any(klass.__name__ == "TensorBoardLogger" for klass in type(logger).__mro__)
+    """Lightning's TensorBoardLogger (the class imports without the package; only building one needs it)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return isinstance(logger, TensorBoardLogger)
 
 
 @rank_zero_only
